@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Idempotent environment setup: Debian data package, the project venv at .venv/, the Triton wheel.
+# Safe to run repeatedly; each step is skipped when its result is already present and current.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+VENV=.venv
+STAMP=$VENV/.iqaguard-setup-stamp
+FASHION_DIR=/usr/share/datasets/fashion-mnist
+
+if [ ! -d "$FASHION_DIR" ]; then
+    echo "setup: installing Debian package dataset-fashion-mnist"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "setup: creating $VENV with $PYTHON"
+    "$PYTHON" -m venv "$VENV"
+fi
+
+# Re-install only when the dependency declarations changed since the last successful setup.
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+    echo "setup: $VENV is current"
+    exit 0
+fi
+
+"$VENV/bin/python" -m pip install -q --upgrade pip
+# torch must come from PyPI (the CUDA build runs on CPU too); the local torch==2.13.0+cpu wheel
+# cannot load any PyPI torchvision, so forbid it explicitly.
+"$VENV/bin/python" -m pip install -q -e ".[test]"
+# The Triton server binary ships inside nvidia-pytriton; its Python deps are not needed.
+"$VENV/bin/python" -m pip install -q --no-deps "nvidia-pytriton==0.7.0"
+"$VENV/bin/python" - <<'PY'
+import numpy, torch, torchvision
+assert numpy.__version__.startswith("1."), f"numpy<2 required, got {numpy.__version__}"
+assert "+cpu" not in torch.__version__, f"unsupported torch build {torch.__version__}"
+print(f"setup: numpy {numpy.__version__}, torch {torch.__version__}, torchvision {torchvision.__version__}")
+PY
+echo "$want" > "$STAMP"
+echo "setup: done"
