@@ -3,6 +3,9 @@
 # Safe to run repeatedly; each step is skipped when its result is already present and current.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Serialise concurrent runs (parallel make targets, several shells) on one lock.
+exec 9>"${TMPDIR:-/tmp}/iqaguard-setup.lock"
+flock 9
 
 PYTHON=${PYTHON:-python3.11}
 VENV=.venv
@@ -29,8 +32,8 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
 fi
 
 "$VENV/bin/python" -m pip install -q --upgrade pip
-# torch must come from PyPI (the CUDA build runs on CPU too); the local torch==2.13.0+cpu wheel
-# cannot load any PyPI torchvision, so forbid it explicitly.
+# torch is pinned to 2.14.x from PyPI (the CUDA build runs on CPU too): the machine-local
+# torch==2.13.0+cpu wheel cannot load any PyPI torchvision, and the pin keeps it out.
 "$VENV/bin/python" -m pip install -q -e ".[test]"
 # The Triton server binary ships inside nvidia-pytriton; its Python deps are not needed.
 "$VENV/bin/python" -m pip install -q --no-deps "nvidia-pytriton==0.7.0"

@@ -1,0 +1,43 @@
+"""Triton Python-backend glue for iqa_preprocess; the work itself is iqaguard.serving.preprocessing."""
+
+import json
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from iqaguard.serving.preprocessing import Preprocessor, read_input_size
+
+
+class TritonPythonModel:
+    """Decode, validate, resize and score each request's images; bad requests fail alone."""
+
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        self.preprocessor = Preprocessor(
+            size=read_input_size(args["model_repository"]),
+            max_pixels=int(params["max_pixels"]),
+            max_bytes=int(params["max_bytes"]),
+        )
+
+    def execute(self, requests: list) -> list:
+        batches = []
+        for request in requests:
+            tensor = pb_utils.get_input_tensor_by_name(request, "IMAGE")
+            batches.append([bytes(item) for item in tensor.as_numpy().reshape(-1)])
+        responses = []
+        for result in self.preprocessor.run(batches):
+            if isinstance(result, Exception):
+                error = pb_utils.TritonError(str(result), pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
+                continue
+            responses.append(
+                pb_utils.InferenceResponse(
+                    output_tensors=[
+                        pb_utils.Tensor("PIXELS", result.pixels),
+                        pb_utils.Tensor("IQA", np.ascontiguousarray(result.iqa, dtype=np.float32)),
+                        pb_utils.Tensor("QUALITY", np.ascontiguousarray(result.quality, dtype=np.float32)),
+                    ]
+                )
+            )
+        return responses
