@@ -51,10 +51,14 @@ def decode_image(
             # Our own limit applies; Pillow's global decompression-bomb guard is a backstop only.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as error:
-        raise InvalidImageError(f"too many pixels ({error})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise InvalidImageError(f"cannot decode (not a recognised image format: {error})") from None
+    except Image.DecompressionBombError:
+        raise InvalidImageError(
+            f"header size exceeds the limit of {max_pixels} pixels (refused as a decompression bomb)"
+        ) from None
+    except UnidentifiedImageError:
+        raise InvalidImageError("cannot decode: not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise InvalidImageError(f"cannot decode: {error}") from None
 
     width, height = image.size
     if width <= 0 or height <= 0:

@@ -76,21 +76,29 @@ def main(argv: list[str] | None = None) -> int:
         extra_args=args.extra,
     )
     server = TritonServer(options)
+    stop_requests: list[int] = []
 
-    def forward_signal(signum: int, _frame: object) -> None:
+    def request_stop(signum: int, _frame: object) -> None:
+        # Only signal here: the main thread is blocked waiting on the child and reaps it.
+        if stop_requests:
+            print("iqaguard-serve: second signal, killing the server", flush=True)
+            server.kill()
+            return
+        stop_requests.append(signum)
         print(f"iqaguard-serve: {signal.Signals(signum).name} received, stopping the server", flush=True)
-        server.stop()
-        sys.exit(0)
+        server.terminate()
 
-    signal.signal(signal.SIGINT, forward_signal)
-    signal.signal(signal.SIGTERM, forward_signal)
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
     for line in describe_members(repository):
         print(f"iqaguard-serve: {line}")
     server.start()
     try:
         seconds = server.wait_ready(args.ready_timeout)
     except ServerStartError as error:
-        server.stop()
+        code = server.stop()
+        if stop_requests:
+            return code or 0
         print(f"iqaguard-serve: {error}", file=sys.stderr)
         return 1
     print(
@@ -99,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     code = server.process.wait() if server.process else 1
-    print(f"iqaguard-serve: tritonserver exited with code {code}", file=sys.stderr)
+    if stop_requests:
+        print(f"iqaguard-serve: stopped (tritonserver exit code {code})", flush=True)
+    else:
+        print(f"iqaguard-serve: tritonserver exited unexpectedly with code {code}", file=sys.stderr)
     return code
 
 

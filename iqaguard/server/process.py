@@ -133,16 +133,26 @@ class TritonServer:
             time.sleep(0.25)
         raise ServerStartError(f"tritonserver not ready after {timeout:.0f} s")
 
+    def terminate(self) -> None:
+        """Ask the server to shut down (SIGTERM by PID) without waiting."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL the server's whole process group (it and its backend stubs)."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
     def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM the server by PID, escalate to SIGKILL of its group; return its exit code."""
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
+        """SIGTERM the server, escalate to SIGKILL of its group after `timeout`; return its exit code."""
+        if self.process is None:
+            return None
+        self.terminate()
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+            self.kill()
             return self.process.wait(timeout=10)
 
     def __enter__(self) -> TritonServer:

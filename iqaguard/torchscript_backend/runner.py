@@ -142,8 +142,14 @@ class TorchScriptRunner:
                     try:
                         results[index] = self._run_group([requests[index]])[0]
                     except Exception as error:
-                        results[index] = error
+                        results[index] = RuntimeError(_summary(error))
         return results
+
+
+def _summary(error: Exception) -> str:
+    """The last line of an error: TorchScript prefixes the real message with its interpreter trace."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def _is_string_list(value: object) -> bool:
