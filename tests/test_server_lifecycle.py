@@ -39,11 +39,27 @@ def _wait_for_line(log: Path, needle: str, process: subprocess.Popen[bytes], tim
     pytest.fail(f"{needle!r} not printed within {timeout} s")
 
 
-def test_unbuilt_repository_is_refused_with_instructions(tmp_path: Path) -> None:
+def _configs_only(tmp_path: Path) -> Path:
     repository = tmp_path / "model_repository"
     for config in (Path(__file__).parents[1] / "model_repository").glob("*/config.pbtxt"):
         (repository / config.parent.name).mkdir(parents=True)
         (repository / config.parent.name / "config.pbtxt").write_bytes(config.read_bytes())
+    return repository
+
+
+def test_broken_ensemble_wiring_is_refused_before_starting(tmp_path: Path) -> None:
+    repository = _configs_only(tmp_path)
+    ensemble = repository / "robust_classifier" / "config.pbtxt"
+    ensemble.write_text(ensemble.read_text().replace('value: "student_logits"', 'value: "student_logit"', 1))
+    result = subprocess.run(
+        [sys.executable, "-m", "iqaguard.server.launcher", "--model-repository", str(repository)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0 and "broken configs" in result.stderr and "student_logits" in result.stderr
+
+
+def test_unbuilt_repository_is_refused_with_instructions(tmp_path: Path) -> None:
+    repository = _configs_only(tmp_path)
     assert "teacher/<version>/model.pt" in missing_artifacts(repository)
     result = subprocess.run(
         [sys.executable, "-m", "iqaguard.server.launcher", "--model-repository", str(repository)],

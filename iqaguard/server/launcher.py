@@ -11,6 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
+from iqaguard.repository_check import check_repository, format_problems
 from iqaguard.server.process import ServerOptions, ServerStartError, TritonServer
 from iqaguard.server.repository import DEFAULT_REPOSITORY, describe_members, missing_artifacts
 
@@ -42,7 +43,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def ensure_model_set(repository: Path, build_if_missing: bool) -> None:
-    """Exit with a clear message (or build the default set) when built artifacts are missing."""
+    """Exit with a clear message (or build the default set) when configs are broken or artifacts missing."""
+    problems = check_repository(repository)
+    if problems:
+        sys.exit(f"iqaguard-serve: {repository} has broken configs:\n{format_problems(problems)}")
     missing = missing_artifacts(repository)
     if not missing:
         return
