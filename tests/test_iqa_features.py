@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.signal import convolve2d
 
-from iqaguard.iqa import aggd_fit, ggd_fit, mscn
+from iqaguard.iqa import aggd_fit, brisque_features, ggd_fit, mscn
 from iqaguard.iqa.features import (
     ALPHA_MAX,
     ALPHA_MIN,
@@ -141,3 +141,9 @@ def test_feature_names_follow_the_paper_order() -> None:
     assert len(FEATURE_NAMES) == 36 == len(set(FEATURE_NAMES))
     assert FEATURE_NAMES[:3] == ("s1_mscn_alpha", "s1_mscn_var", "s1_h_alpha")
     assert FEATURE_NAMES[18] == "s2_mscn_alpha" and FEATURE_NAMES[-1] == "s2_d2_rvar"
+
+
+def test_empty_batches_have_the_right_shapes() -> None:
+    assert brisque_features(np.zeros((0, 5, 5), np.float32)).shape == (0, 36)
+    assert brisque_features(np.zeros((0, 300, 300), np.float32)).shape == (0, 36)
+    assert all(v.shape == (0,) for v in aggd_fit(np.zeros((0, 4), np.float32)))
