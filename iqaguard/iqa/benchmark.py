@@ -116,9 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     _ensure_one_thread()
 
     import numpy as np
-    import torch
 
-    torch.set_num_threads(1)
     with warnings.catch_warnings():  # the reference's own imports raise deprecation warnings
         warnings.simplefilter("ignore")
         import cv2
