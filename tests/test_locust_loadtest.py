@@ -1,0 +1,97 @@
+"""The Locust load test: the image pool, and short real `locust` runs against the fixture server."""
+
+from __future__ import annotations
+
+import io
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from images import bad_images, encode
+from PIL import Image
+
+from client.image_pool import KINDS, image_pool, kind_weights, load_pool, synthetic_pool, write_pool
+from client.loadtest import read_stats
+from iqaguard.imaging import decode_image
+from iqaguard.server.process import TritonServer
+
+REQUEST_TYPES = ("gRPC", "HTTP")
+
+
+def test_synthetic_pool_has_every_kind_and_round_trips_through_a_folder(tmp_path: Path) -> None:
+    pool = synthetic_pool(seed=1)
+    assert "synthetic" in pool.origin
+    for kind in KINDS:
+        assert pool.images[kind] and all(image.kind == kind for image in pool.images[kind])
+        for image in pool.images[kind]:
+            decode_image(image.data)  # every sample is a valid image the server can decode
+    adversarial = Image.open(io.BytesIO(pool.images["adversarial"][0].data))
+    assert adversarial.size == (224, 224) and adversarial.format == "PNG"
+    write_pool(pool, tmp_path)
+    loaded = image_pool(tmp_path)
+    assert {kind: len(loaded.images[kind]) for kind in KINDS} == {kind: len(pool.images[kind]) for kind in KINDS}
+    assert sorted(item.data for item in loaded.images["clean"]) == sorted(item.data for item in pool.images["clean"])
+
+
+def test_pool_picks_kinds_by_weight_and_refuses_an_empty_kind(tmp_path: Path) -> None:
+    pool = synthetic_pool()
+    rng = random.Random(0)
+    assert {pool.pick((0, 0, 1), rng).kind for _ in range(50)} == {"adversarial"}
+    picks = [pool.pick((3, 1, 0), rng).kind for _ in range(2000)]
+    assert picks.count("clean") / len(picks) == pytest.approx(0.75, abs=0.05)
+    (tmp_path / "clean").mkdir()
+    (tmp_path / "clean" / "one.jpg").write_bytes(pool.images["clean"][0].data)
+    with pytest.raises(ValueError, match="no distorted images"):
+        load_pool(tmp_path)
+    assert kind_weights("6,3,1") == (6.0, 3.0, 1.0)
+    for bad in ("1,2", "0,0,0", "1,-1,1"):
+        with pytest.raises(ValueError):
+            kind_weights(bad)
+
+
+def run_loadtest(server: TritonServer, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable, "-m", "client.loadtest", "--no-serve", "--users", "4", "--duration", "5s",
+        "--grpc-url", server.grpc_url, "--http-url", server.http_url, "--out", str(out), "--", *extra,
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_headless_loadtest_counts_every_request_type_without_failures(
+    triton_server: TritonServer, tmp_path: Path
+) -> None:
+    result = run_loadtest(triton_server, tmp_path, "--kind-weights", "1,1,1")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = {(row["Type"], row["Name"]): row for row in read_stats(tmp_path / "loadtest_stats.csv")}
+    expected = {(kind_type, f"robust_classifier [{kind}]") for kind_type in REQUEST_TYPES for kind in KINDS}
+    assert expected <= set(rows), f"missing request types: {expected - set(rows)}"
+    for key in expected:
+        assert int(rows[key]["Request Count"]) > 0, key
+        assert int(rows[key]["Failure Count"]) == 0, key
+        assert float(rows[key]["Average Content Size"]) > 0, key  # response_length was reported
+    assert int(rows[("", "Aggregated")]["Failure Count"]) == 0
+    assert (tmp_path / "loadtest.html").stat().st_size > 0
+    assert "synthetic" in result.stdout + result.stderr  # the pool says where its images came from
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_failed_requests_are_reported_to_locust(
+    triton_server: TritonServer, tmp_path: Path, photo: np.ndarray
+) -> None:
+    pool = tmp_path / "pool"
+    for kind in KINDS:
+        (pool / kind).mkdir(parents=True)
+        (pool / kind / "good.jpg").write_bytes(encode(photo, "JPEG"))
+    (pool / "clean" / "broken.jpg").write_bytes(bad_images(photo)["truncated jpeg"])
+    result = run_loadtest(triton_server, tmp_path / "out", "--pool-dir", str(pool), "--kind-weights", "1,0,0")
+    assert result.returncode != 0  # Locust exits non-zero when a request failed
+    rows = {(row["Type"], row["Name"]): row for row in read_stats(tmp_path / "out" / "loadtest_stats.csv")}
+    assert int(rows[("", "Aggregated")]["Failure Count"]) > 0
+    failures = (tmp_path / "out" / "loadtest_failures.csv").read_text()
+    assert "broken.jpg" in failures and "invalid image" in failures
