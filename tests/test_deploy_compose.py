@@ -8,10 +8,15 @@ only, as on a host without a .env) and after merging the CPU override with Compo
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import copy
+import csv
 import importlib.resources
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 CPU_OVERRIDE = ROOT / "docker-compose.cpu.yml"
 ENV_EXAMPLE = ROOT / "deploy" / ".env.example"
+LOCUSTFILE = ROOT / "client" / "locustfile.py"
 TRITON_PORTS = {8000, 8001, 8002}
 CPU_FLAGS = {"--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0"}
 
@@ -319,22 +325,103 @@ def test_triton_restarts_on_failure_and_has_room_for_the_python_backend(effectiv
     assert int(size[1]) * {"k": 2**10, "m": 2**20, "g": 2**30}[size[2]] >= 256 * 2**20
 
 
+def locustfile_interface() -> tuple[set[str], dict[str, str]]:
+    """User classes the locustfile defines, and its options' environment variables (env var -> flag)."""
+    tree = ast.parse(LOCUSTFILE.read_text())
+    classes = {node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+    env_vars = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            for keyword in node.keywords:
+                if keyword.arg == "env_var" and isinstance(keyword.value, ast.Constant):
+                    env_vars[keyword.value.value] = node.args[0].value
+    return classes, env_vars
+
+
 def test_locust_drives_triton_over_grpc(effective: dict[str, Any]) -> None:
     services = effective["services"]
-    grpc_target = "triton:8001"
+    classes, env_vars = locustfile_interface()
+    assert env_vars["IQAGUARD_GRPC_URL"] == "--grpc-url"
     for name in ("locust-master", "locust-worker", "locust-headless"):
         service = services[name]
         assert service["build"]["target"] == "loadgen"
-        assert service["environment"]["IQAGUARD_GRPC_URL"] == grpc_target
+        environment = service["environment"]
+        assert environment["IQAGUARD_GRPC_URL"] == "triton:8001", "the triton service's gRPC port, in-network"
+        assert set(environment) <= set(env_vars), f"{name}: variables the locustfile does not read"
+        # gRPC only: the positional user class is the locustfile's gRPC user.
+        user_classes = [arg for arg in service["command"] if not arg.startswith("-")]
+        assert user_classes[-1:] == ["TritonGrpcUser"] and "TritonGrpcUser" in classes, name
     for name in ("locust-master", "locust-headless"):
-        command = services[name]["command"]
-        assert command[command.index("--host") + 1] == grpc_target
         assert services[name]["depends_on"]["triton"]["condition"] == "service_healthy"
     worker = services["locust-worker"]["command"]
     assert "--worker" in worker and worker[worker.index("--master-host") + 1] == "locust-master"
     assert "--master" in services["locust-master"]["command"]
     assert 8089 in published(services["locust-master"])
     assert services["locust-worker"]["deploy"]["replicas"] >= 1
+
+
+def test_locust_commands_parse_with_locusts_own_parser(effective: dict[str, Any]) -> None:
+    """Locust's argument parser accepts each service's command (in a subprocess: importing locust
+    monkey-patches the standard library for gevent, which must not happen inside the test session)."""
+    commands = {
+        name: effective["services"][name]["command"] for name in ("locust-master", "locust-worker", "locust-headless")
+    }
+    script = (
+        "import json, sys\n"
+        "from locust.argument_parser import get_parser\n"
+        "out = {}\n"
+        "for name, args in json.loads(sys.argv[1]).items():\n"
+        "    o = get_parser().parse_args(['-f', sys.argv[2], *args])\n"
+        "    out[name] = [o.user_classes, o.headless, o.num_users, o.master, o.worker, o.master_host]\n"
+        "print(json.dumps(out))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(commands), str(LOCUSTFILE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    parsed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert parsed["locust-master"] == [["TritonGrpcUser"], False, None, True, False, "127.0.0.1"]
+    assert parsed["locust-worker"] == [["TritonGrpcUser"], False, None, False, True, "locust-master"]
+    assert parsed["locust-headless"] == [["TritonGrpcUser"], True, 32, False, False, "127.0.0.1"]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_headless_profile_runs_against_a_real_server(effective: dict[str, Any], triton_server, tmp_path: Path) -> None:
+    """The headless service's exact command line (shorter, report into tmp) against the embedded server."""
+    command = list(effective["services"]["locust-headless"]["command"])
+    for flag, value in (("--users", "2"), ("--spawn-rate", "2"), ("--run-time", "4s")):
+        command[command.index(flag) + 1] = value
+    command[command.index("--csv") + 1] = str(tmp_path / "locust")
+    command[command.index("--html") + 1] = str(tmp_path / "locust.html")
+    environment = dict(os.environ, **effective["services"]["locust-headless"]["environment"])
+    environment["IQAGUARD_GRPC_URL"] = triton_server.grpc_url  # the embedded server instead of triton:8001
+    log = tmp_path / "locust.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *command],
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,  # its own process group, stopped below whatever happens
+        )
+        try:
+            returncode = process.wait(timeout=120)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+    assert returncode == 0, log.read_text()[-4000:]
+    with (tmp_path / "locust_stats.csv").open() as handle:
+        rows = {row["Name"]: row for row in csv.DictReader(handle)}
+    total = rows["Aggregated"]
+    assert int(total["Request Count"]) > 0
+    assert int(total["Failure Count"]) == 0
+    assert all(row["Type"] == "gRPC" for name, row in rows.items() if name != "Aggregated")
+    assert (tmp_path / "locust.html").stat().st_size > 0
 
 
 def test_locustfile_in_the_image_exists() -> None:
