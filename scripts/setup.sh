@@ -12,11 +12,16 @@ VENV=.venv
 STAMP=$VENV/.iqaguard-setup-stamp
 FASHION_DIR=/usr/share/datasets/fashion-mnist
 
-if [ ! -d "$FASHION_DIR" ]; then
-    echo "setup: installing Debian package dataset-fashion-mnist"
+# Debian packages: the offline Fashion-MNIST data set, and promtool (Prometheus) for the
+# deployment tests' config checks.
+missing_packages=()
+[ -d "$FASHION_DIR" ] || missing_packages+=(dataset-fashion-mnist)
+command -v promtool >/dev/null || missing_packages+=(prometheus)
+if [ ${#missing_packages[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing_packages[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing_packages[@]}" >/dev/null
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
