@@ -1,0 +1,80 @@
+"""Held-out evaluation: per perturbation setting, how well each method separates clean from broken inputs.
+
+Negatives are the clean evaluation images; positives of a setting are its perturbed images that made
+the teacher wrong. A distortion setting counts as "severe" when it flips at least SEVERE_FLIP_RATE of
+the (eligible) images — a property of the perturbation and the teacher, not of any detector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from iqaguard.training.metrics import auroc, rate_at_threshold, tpr_at_fpr
+from iqaguard.training.perturb import Perturbation
+from iqaguard.training.samples import Samples
+
+SEVERE_FLIP_RATE = 0.2
+MAX_FPR = 0.05
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def evaluate(
+    samples: Samples,
+    settings: Sequence[Perturbation],
+    scores: dict[str, np.ndarray],
+    thresholds: dict[str, float],
+    reason: np.ndarray | None = None,
+) -> dict[str, object]:
+    """Metrics of every method (`scores[name]` aligned with `samples` rows) on the evaluation rows.
+
+    `reason` (the detector's P(adversarial)) adds how often flagged positives get the right verdict.
+    """
+    clean = samples.clean
+    per_setting: list[dict[str, object]] = []
+    for index, setting in enumerate(settings):
+        rows = samples.setting == index
+        eligible = rows & samples.eligible
+        positive = rows & samples.positive
+        entry: dict[str, object] = {
+            "setting": setting.name, "kind": setting.kind, "strength": setting.strength,
+            "family": "attack" if setting.is_attack else "distortion",
+            "images": int(rows.sum()), "eligible": int(eligible.sum()), "positives": int(positive.sum()),
+            "flip_rate": float(positive.sum() / max(eligible.sum(), 1)),
+        }
+        entry["severe"] = bool(setting.is_attack or entry["flip_rate"] >= SEVERE_FLIP_RATE)
+        for name, score in scores.items():
+            entry[name] = {
+                "auroc": auroc(score[clean], score[positive]),
+                "tpr_at_5fpr": tpr_at_fpr(score[clean], score[positive], MAX_FPR),
+                "detection_rate": rate_at_threshold(score[positive], thresholds[name]),
+            }
+        if reason is not None:
+            flagged = positive & (scores["detector"] >= thresholds["detector"])
+            said_adversarial = reason[flagged] >= 0.5
+            correct = said_adversarial if setting.is_attack else ~said_adversarial
+            entry["verdict_accuracy"] = float(correct.mean()) if flagged.any() else float("nan")
+        per_setting.append(entry)
+
+    summary: dict[str, object] = {}
+    groups = {
+        "attacks": [e for e in per_setting if e["family"] == "attack"],
+        "severe_distortions": [e for e in per_setting if e["family"] == "distortion" and e["severe"]],
+        "all_distortions": [e for e in per_setting if e["family"] == "distortion"],
+    }
+    for name in scores:
+        summary[name] = {
+            "false_rejection_rate": rate_at_threshold(scores[name][clean], thresholds[name]),
+            "threshold": thresholds[name],
+            **{f"mean_auroc_{group}": _mean([e[name]["auroc"] for e in entries]) for group, entries in groups.items()},
+            **{f"mean_tpr_at_5fpr_{group}": _mean([e[name]["tpr_at_5fpr"] for e in entries])
+               for group, entries in groups.items()},
+        }
+    summary["severe_distortion_settings"] = [e["setting"] for e in groups["severe_distortions"]]
+    summary["clean_images"] = int(clean.sum())
+    return {"per_setting": per_setting, "summary": summary}

@@ -1,0 +1,83 @@
+"""Feature Squeezing baseline (Xu, Evans & Qi, NDSS 2018).
+
+Score = max over squeezers of the L1 distance between the teacher's softmax on the input and on
+the squeezed input. Squeezers: colour bit-depth reduction and a k×k median filter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def reduce_bit_depth(pixels: torch.Tensor, bits: int) -> torch.Tensor:
+    """Quantise [0,1] pixels to 2**bits levels per channel."""
+    levels = float(2**bits - 1)
+    return torch.round(pixels * levels) / levels
+
+
+def median_filter(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """k×k median filter per channel with reflected borders (for even k the upper median, as scipy's)."""
+    before, after = size // 2, (size - 1) // 2
+    padded = F.pad(pixels, (before, after, before, after), mode="reflect")
+    n, c, h, w = pixels.shape
+    patches = F.unfold(padded.reshape(n * c, 1, h + size - 1, w + size - 1), size)  # [n*c, k*k, h*w]
+    median = patches.sort(dim=1).values[:, (size * size) // 2]
+    return median.reshape(n, c, h, w)
+
+
+@dataclass(frozen=True)
+class Squeeze:
+    """One squeezer: ("bits", depth) or ("median", window size)."""
+
+    kind: str
+    size: int
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.kind == "bits":
+            return reduce_bit_depth(pixels, self.size)
+        if self.kind == "median":
+            return median_filter(pixels, self.size)
+        raise ValueError(f"unknown squeezer {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class FeatureSqueezing:
+    """The configured detector: score = max of the bit-depth and median squeezers' L1 distances."""
+
+    bits: int
+    median: int
+
+    @property
+    def name(self) -> str:
+        return f"feature squeezing (bit depth {self.bits}, median {self.median}x{self.median})"
+
+    @property
+    def squeezes(self) -> tuple[Squeeze, Squeeze]:
+        return Squeeze("bits", self.bits), Squeeze("median", self.median)
+
+    @torch.no_grad()
+    def score(
+        self, teacher: nn.Module, pixels: torch.Tensor, teacher_probs: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Per-image FS score [N]; pass `teacher_probs` on `pixels` when already computed (serving has them)."""
+        return squeeze_distances(teacher, pixels, self.squeezes, teacher_probs).max(dim=1).values
+
+
+@torch.no_grad()
+def squeeze_distances(
+    teacher: nn.Module, pixels: torch.Tensor, squeezes: Sequence[Squeeze], teacher_probs: torch.Tensor | None = None
+) -> torch.Tensor:
+    """L1 distance [N, len(squeezes)] between the teacher's softmax on `pixels` and on each squeezed version."""
+    probs = _probs(teacher, pixels) if teacher_probs is None else teacher_probs
+    return torch.stack([(probs - _probs(teacher, squeeze(pixels))).abs().sum(dim=1) for squeeze in squeezes], dim=1)
+
+
+def _probs(teacher: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    result = teacher(pixels)
+    logits = result[0] if isinstance(result, tuple) else result
+    return torch.softmax(logits, dim=1)
