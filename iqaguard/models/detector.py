@@ -107,11 +107,13 @@ class Detector(nn.Module):
         self, iqa: torch.Tensor, teacher_logits: torch.Tensor, student_logits: torch.Tensor
     ) -> tuple[torch.Tensor, list[str]]:
         suspicion, adversarial = self.scores(iqa, teacher_logits, student_logits)
+        flagged: list[float] = suspicion.detach()[:, 0].tolist()
+        reasons: list[float] = adversarial.detach()[:, 0].tolist()
         verdicts: list[str] = []
-        for index in range(suspicion.shape[0]):
-            if float(suspicion[index, 0]) < self.threshold:
+        for index in range(len(flagged)):
+            if flagged[index] < self.threshold:
                 verdicts.append("accept")
-            elif float(adversarial[index, 0]) >= 0.5:
+            elif reasons[index] >= 0.5:
                 verdicts.append("adversarial")
             else:
                 verdicts.append("low_quality")

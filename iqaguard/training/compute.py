@@ -15,9 +15,10 @@ from iqaguard.training.data import ImageSet, as_float
 from iqaguard.training.squeeze import median_filter, reduce_bit_depth
 
 BATCH = 64  # the members' max_batch_size
+LARGE_BATCH = 8  # for large inputs (e.g. 224×224 on ResNet-50) a smaller batch keeps the measurement short
 
 
-def _time(function: Callable[[], object], repeats: int = 7) -> float:
+def _time(function: Callable[[], object], repeats: int = 5) -> float:
     """Median seconds of `function()` after one warm-up call."""
     function()
     times = []
@@ -35,7 +36,8 @@ def measure(files: dict[str, Path], images: ImageSet, squeezer: object, teacher_
     teacher = torch.jit.load(str(files[TEACHER]), map_location="cpu")
     student = torch.jit.load(str(files[STUDENT]), map_location="cpu")
     detector = torch.jit.load(str(files[DETECTOR]), map_location="cpu")
-    x = as_float(images.pixels[:BATCH])
+    large = images.pixels.shape[2] * images.pixels.shape[3] > 64 * 64
+    x = as_float(images.pixels[: LARGE_BATCH if large else BATCH])
     n = len(x)
     iqa = torch.from_numpy(brisque(x))
     teacher_logits = teacher(x)[0]
@@ -72,7 +74,7 @@ def measure(files: dict[str, Path], images: ImageSet, squeezer: object, teacher_
         "milliseconds_per_image": ms,
         "teacher_flops": teacher_flops,
         "detector_flops": detector_flops,
-        "note": (f"Measured on the exported TorchScript members, batch {n}, median of 7 runs, CPU threads "
+        "note": (f"Measured on the exported TorchScript members, batch {n}, median of 5 runs, CPU threads "
                  f"{torch.get_num_threads()}; teacher forward {base:.4f} ms/image. FLOPs count network layers "
                  "(torch FlopCounterMode); BRISQUE is numpy and appears in time only. The ensemble computes "
                  "BRISQUE for its QUALITY output anyway, so its marginal cost to the detector is zero as served."),

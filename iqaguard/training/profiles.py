@@ -10,7 +10,11 @@ from iqaguard.training.perturb import Perturbation
 
 @dataclass(frozen=True)
 class Profile:
-    """Everything that differs between model sets; counts are defaults the CLI can lower."""
+    """Everything that differs between model sets; counts are defaults the CLI can lower.
+
+    Perturbation strengths were set from the teacher's flip rates (mild to severe), never from
+    any detector's results.
+    """
 
     name: str
     size: tuple[int, int]
@@ -43,13 +47,13 @@ PROFILES = {
         attack_eps=(2 / 255, 4 / 255, 8 / 255),
         distortions={
             "noise": (0.05, 0.1, 0.2),
-            "blur": (0.6, 1.0, 1.5),
-            "jpeg": (50, 20, 8),
-            "contrast": (0.5, 0.3, 0.15),
+            "blur": (0.8, 1.2, 1.8),
+            "jpeg": (30, 15, 5),
+            "contrast": (0.8, 0.6, 0.4),
             "resample": (1.5, 2.0, 3.0),
         },
-        teacher_epochs=6,
-        student_epochs=6,
+        teacher_epochs=8,
+        student_epochs=8,
         fit_pool=4000,
         fit_images=1000,
         calib_images=2000,

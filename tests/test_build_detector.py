@@ -1,0 +1,147 @@
+"""The detector module (TorchScript contract, KD signals, verdict logic), its fitting and calibration."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from iqaguard.contract import IQA_DIM, VERDICTS
+from iqaguard.models.detector import FEATURE_DIM, KD_DIM, KD_FEATURE_NAMES, Detector, kd_signals
+from iqaguard.training.detector_fit import conformal_threshold, detector_scores, fit_detector
+from iqaguard.training.metrics import auroc
+from iqaguard.training.samples import CLEAN, Samples
+
+
+def scripted(detector: Detector) -> torch.jit.ScriptModule:
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(detector.eval()), buffer)
+    buffer.seek(0)
+    return torch.jit.load(buffer)
+
+
+def test_signature_and_outputs_survive_torchscript() -> None:
+    torch.manual_seed(0)
+    detector = Detector()
+    detector.threshold = 0.5
+    module = scripted(detector)
+    for classes in (10, 1000):
+        iqa, teacher, student = torch.randn(7, IQA_DIM), torch.randn(7, classes), torch.randn(7, classes)
+        suspicion, verdicts = module(iqa, teacher, student)
+        assert suspicion.shape == (7, 1) and suspicion.dtype == torch.float32
+        assert bool(((suspicion >= 0) & (suspicion <= 1)).all())
+        assert isinstance(verdicts, list) and len(verdicts) == 7 and set(verdicts) <= set(VERDICTS)
+        eager_suspicion, eager_verdicts = detector(iqa, teacher, student)
+        assert torch.allclose(suspicion, eager_suspicion, atol=1e-6) and verdicts == eager_verdicts
+    empty_suspicion, empty_verdicts = module(torch.zeros(0, IQA_DIM), torch.zeros(0, 10), torch.zeros(0, 10))
+    assert empty_suspicion.shape == (0, 1) and empty_verdicts == []
+    assert module.threshold == 0.5
+
+
+def test_verdicts_follow_threshold_and_reason_head() -> None:
+    detector = Detector()
+    with torch.no_grad():
+        for layer in (detector.suspicion_head, detector.reason_head):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        # Suspicion and reason are read off the first IQA feature (through a body made to pass it on).
+        for linear in (detector.body[0], detector.body[2]):
+            linear.weight.zero_()
+            linear.bias.zero_()
+            linear.weight[0, 0] = 1.0
+        detector.suspicion_head.weight[0, 0] = 1.0
+        detector.reason_head.weight[0, 0] = 1.0
+        detector.reason_head.bias.fill_(-2.0)  # adversarial only when the feature is above 2
+    detector.threshold = float(torch.sigmoid(torch.tensor(1.0)))
+    iqa = torch.zeros(3, IQA_DIM)
+    iqa[:, 0] = torch.tensor([0.5, 1.5, 3.0])
+    logits = torch.zeros(3, 10)
+    suspicion, verdicts = scripted(detector)(iqa, logits, logits)
+    assert torch.allclose(suspicion[:, 0], torch.sigmoid(iqa[:, 0]))
+    assert verdicts == ["accept", "low_quality", "adversarial"]
+
+
+def test_kd_signals() -> None:
+    teacher = torch.tensor([[4.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
+    same = kd_signals(teacher, teacher.clone())
+    other = kd_signals(teacher, torch.tensor([[0.0, 0.0, 4.0], [0.0, 3.0, 0.0]]))
+    named = dict(zip(KD_FEATURE_NAMES, range(KD_DIM), strict=True))
+    assert same.shape == (2, KD_DIM)
+    assert torch.allclose(same[:, named["kl_teacher_student"]], torch.zeros(2), atol=1e-6)
+    assert torch.equal(same[:, named["top1_agree"]], torch.ones(2))
+    assert other[0, named["top1_agree"]] == 0 and other[1, named["top1_agree"]] == 1
+    assert other[0, named["kl_teacher_student"]] > 1.0 and other[0, named["l1_probs"]] > 1.0
+    assert torch.allclose(same[:, named["teacher_margin"]], torch.tensor([4.0, 3.0]))
+    probs = torch.softmax(teacher, 1)
+    entropy = -(probs * probs.log()).sum(1)
+    assert torch.allclose(same[:, named["teacher_entropy"]], entropy, atol=1e-6)
+
+
+def test_features_are_finite_for_hostile_inputs() -> None:
+    detector = Detector()
+    iqa = torch.full((2, IQA_DIM), float("nan"))
+    iqa[1] = float("inf")
+    teacher = torch.tensor([[1e30, -1e30], [0.0, 0.0]])
+    suspicion, verdicts = scripted(detector)(iqa, teacher, teacher)
+    assert bool(torch.isfinite(suspicion).all()) and len(verdicts) == 2
+
+
+def test_feature_mask_ablations_ignore_the_other_group() -> None:
+    from iqaguard.training.detector_fit import FEATURE_GROUPS
+
+    iqa_only = Detector(feature_mask=torch.from_numpy(FEATURE_GROUPS["iqa_only"]))
+    iqa, teacher = torch.randn(4, IQA_DIM), torch.randn(4, 10)
+    a, _ = iqa_only(iqa, teacher, torch.randn(4, 10))
+    b, _ = iqa_only(iqa, torch.randn(4, 10), torch.randn(4, 10))
+    assert torch.allclose(a, b)
+    kd_only = Detector(feature_mask=torch.from_numpy(FEATURE_GROUPS["kd_only"]))
+    student = torch.randn(4, 10)
+    assert torch.allclose(kd_only(torch.randn(4, IQA_DIM), teacher, student)[0],
+                          kd_only(torch.randn(4, IQA_DIM), teacher, student)[0])
+    assert FEATURE_GROUPS["iqa_only"].sum() == IQA_DIM and FEATURE_GROUPS["kd_only"].sum() == FEATURE_DIM - IQA_DIM
+
+
+def synthetic_samples(n: int, rng: np.random.Generator) -> Samples:
+    """Clean rows; 'distorted' rows (high IQA feature 0) and 'attacked' rows (teacher-student disagreement)."""
+    rows = []
+    for setting in (CLEAN, 0, 1):
+        iqa = rng.normal(0, 1, (n, IQA_DIM)).astype(np.float32)
+        teacher = rng.normal(0, 1, (n, 10)).astype(np.float32)
+        teacher[np.arange(n), 0] += 6.0
+        student = teacher + rng.normal(0, 0.3, (n, 10)).astype(np.float32)
+        if setting == 0:  # an attack: the student disagrees
+            student[np.arange(n), 0] -= 8.0
+        if setting == 1:  # a distortion: bad quality
+            iqa[:, 0] += 4.0
+        rows.append(Samples(image=np.arange(n), setting=np.full(n, setting), iqa=iqa, teacher_logits=teacher,
+                            student_logits=student, flipped=np.full(n, setting != CLEAN), eligible=np.ones(n, bool)))
+    return Samples.concat(rows)
+
+
+def test_fit_separates_and_explains_synthetic_signals() -> None:
+    rng = np.random.default_rng(0)
+    fit, test = synthetic_samples(300, rng), synthetic_samples(300, rng)
+    detector, stats = fit_detector(fit, attack_settings=[0], group="detector", seed=0, epochs=30)
+    assert stats["negatives"] == 300 and stats["positives"] == 600
+    suspicion, reason = detector_scores(detector, test)
+    clean = test.setting == CLEAN
+    assert auroc(suspicion[clean], suspicion[~clean]) > 0.99
+    assert (reason[test.setting == 0] >= 0.5).mean() > 0.95  # attack rows called adversarial
+    assert (reason[test.setting == 1] < 0.5).mean() > 0.95  # distortion rows called low quality
+    # Standardisation statistics live inside the module.
+    assert torch.all(detector.std > 0) and detector.mean.shape == (FEATURE_DIM,)
+
+
+def test_conformal_threshold_bounds_false_rejections() -> None:
+    rng = np.random.default_rng(1)
+    rates = []
+    for _ in range(200):
+        calibration, fresh = rng.random(400), rng.random(2000)
+        threshold = conformal_threshold(calibration, 0.05)
+        assert (calibration >= threshold).mean() <= 0.05
+        rates.append((fresh >= threshold).mean())
+    assert np.mean(rates) <= 0.05 + 0.005
+    with pytest.raises(ValueError, match="cannot calibrate"):
+        conformal_threshold(rng.random(10), 0.05)

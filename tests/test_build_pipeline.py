@@ -1,0 +1,133 @@
+"""End to end: a small, fast fashion build into a temporary model repository.
+
+The build is tiny (a few hundred images, one epoch) so its models are weak; these tests check the
+plumbing and the contract, not the accuracy targets (those are in the full build's report).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from iqaguard.contract import BUILT_MEMBERS, DETECTOR, STUDENT, TEACHER, VERDICTS
+from iqaguard.iqa import brisque
+from iqaguard.models.wrappers import read_meta
+from iqaguard.pipeline import build_model_set, main
+from iqaguard.training.data import FASHION_DIR, FASHION_LABELS
+from iqaguard.training.repository import is_built, versions
+
+REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
+SMALL = {
+    "subset": 800, "epochs": 1, "student_epochs": 1, "fit_pool": 150, "fit_images": 24, "calib_images": 60,
+    "eval_images": 24, "eval_clean": 80, "test_images": 500, "pgd_steps": 2, "cache_dir": None,
+}
+
+
+def empty_repository(target: Path) -> Path:
+    """The checked-in configs only, as a fresh clone has them."""
+    for config in REPOSITORY.glob("*/config.pbtxt"):
+        (target / config.parent.name).mkdir(parents=True)
+        shutil.copy2(config, target / config.parent.name / "config.pbtxt")
+    return target
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory):
+    if not FASHION_DIR.is_dir():
+        pytest.fail(f"{FASHION_DIR} missing: run `make setup` (installs the Debian package dataset-fashion-mnist)")
+    root = tmp_path_factory.mktemp("build")
+    repository = empty_repository(root / "model_repository")
+    return build_model_set("fashion", repository, reports=root / "reports", **SMALL)
+
+
+def test_writes_a_servable_version(built) -> None:
+    repository = built.repository
+    assert built.version == 1
+    assert is_built(repository)
+    for member in BUILT_MEMBERS:
+        assert versions(repository / member) == [1]
+        manifest = json.loads((repository / member / "1" / "manifest.json").read_text())
+        assert manifest["member"] == member and manifest["profile"] == "fashion" and manifest["seed"] == 0
+        assert manifest["hashes"][member] == manifest["sha256"]
+        assert {"torch", "numpy", "pillow"} <= set(manifest["libraries"])
+        meta = read_meta(repository / member / "1" / "model.pt")
+        assert meta["profile"] == "fashion" and meta["created"]
+        assert meta["weights"] == "trained"
+    labels = (repository / "robust_classifier" / "labels.txt").read_text().splitlines()
+    assert labels == list(FASHION_LABELS)
+    assert json.loads((repository / "iqa_preprocess" / "preprocess.json").read_text()) == {"height": 28, "width": 28}
+    # Nothing new at the repository root: Triton would take every directory there for a model.
+    checked_in = sorted(p.parent.name for p in REPOSITORY.glob("*/config.pbtxt"))
+    assert sorted(p.name for p in repository.iterdir()) == checked_in
+
+
+def test_exported_members_agree_with_eager(built) -> None:
+    pixels = torch.rand(5, 3, 28, 28)
+    loaded = {m: torch.jit.load(str(built.repository / m / "1" / "model.pt")) for m in BUILT_MEMBERS}
+    with torch.no_grad():
+        logits, probs = loaded[TEACHER](pixels)
+        eager_logits, eager_probs = built.modules[TEACHER](pixels)
+        assert logits.shape == (5, 10) and torch.allclose(probs.sum(1), torch.ones(5), atol=1e-5)
+        assert torch.allclose(logits, eager_logits, atol=1e-5) and torch.allclose(probs, eager_probs, atol=1e-6)
+        student_logits = loaded[STUDENT](pixels)
+        assert torch.allclose(student_logits, built.modules[STUDENT](pixels), atol=1e-5)
+        iqa = torch.from_numpy(brisque(pixels))
+        suspicion, verdicts = loaded[DETECTOR](iqa, logits, student_logits)
+        eager_suspicion, eager_verdicts = built.modules[DETECTOR](iqa, logits, student_logits)
+    assert suspicion.shape == (5, 1) and suspicion.dtype == torch.float32
+    assert torch.allclose(suspicion, eager_suspicion, atol=1e-6) and verdicts == eager_verdicts
+    assert len(verdicts) == 5 and set(verdicts) <= set(VERDICTS)
+    manifest = json.loads((built.repository / DETECTOR / "1" / "manifest.json").read_text())
+    assert loaded[DETECTOR].threshold == pytest.approx(manifest["threshold"])
+    assert max(v for k, v in manifest["export_parity"].items() if k != "detector_verdicts_equal") < 1e-4
+
+
+def test_report_covers_every_setting_and_method(built) -> None:
+    report = json.loads((built.report_dir / "report.json").read_text())
+    assert (built.report_dir / "report.md").read_text().startswith("# iqaguard build report")
+    assert (built.report_dir / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    settings = report["evaluation"]["per_setting"]
+    assert {s["kind"] for s in settings} == {"fgsm", "pgd", "noise", "blur", "jpeg", "contrast", "resample"}
+    assert all(len([s for s in settings if s["kind"] == kind]) == 3 for kind in ("fgsm", "pgd", "jpeg"))
+    for method in ("detector", "iqa_only", "kd_only", "feature_squeezing"):
+        summary = report["evaluation"]["summary"][method]
+        assert 0.0 <= summary["false_rejection_rate"] <= 1.0
+        assert all(method in s for s in settings)
+    assert {row["method"] for row in report["compute"]["rows"]} >= {"detector (IQA + KD)", "feature squeezing"}
+    assert set(report["timings"]) >= {"data", "teacher", "student", "export", "total"}
+    assert any(t["target"].startswith("teacher test top-1") for t in report["targets"])
+
+
+def test_next_build_adds_a_version_and_prunes(built, tmp_path: Path) -> None:
+    # A second build (random teacher: no training) into a copy of the repository keeps only the newest.
+    repository = tmp_path / "model_repository"
+    shutil.copytree(built.repository, repository)
+    result = build_model_set("fashion", repository, weights="random", reports=tmp_path / "reports", keep=1,
+                             **{k: v for k, v in SMALL.items() if k not in ("epochs",)})
+    assert result.version == 2
+    for member in BUILT_MEMBERS:
+        assert versions(repository / member) == [2]
+    assert read_meta(repository / TEACHER / "2" / "model.pt")["weights"] == "random"
+    assert read_meta(repository / STUDENT / "2" / "model.pt")["teacher_weights"] == "random"
+    report = json.loads((tmp_path / "reports" / "report.json").read_text())
+    assert any("RANDOM" in note for note in report["notes"])
+
+
+def test_imagenet_without_weights_fails_clearly(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "a.png")
+    code = main(["--profile", "imagenet", "--images", str(images), "--repository", str(empty_repository(
+        tmp_path / "model_repository"))])
+    assert code == 2
+    message = capsys.readouterr().err
+    assert "weights not found" in message and "--weights random" in message and "never downloads" in message
+    assert not any(any((tmp_path / "model_repository" / m).glob("[0-9]*")) for m in BUILT_MEMBERS)
