@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tritonclient.grpc as grpcclient
+
 from client.connection import ConnectionSettings, is_unavailable
 from client.inference import DEFAULT_TOP_K, TRANSPORT_ERRORS, ensemble_request, read_image, response_size, transport
 from client.results import Classification, ClassificationError, ServerUnavailableError, error_for, parse_result
@@ -21,6 +23,21 @@ class Reply:
     result: Classification
     response_bytes: int
     attempts: int
+
+
+class _GrpcClient(grpcclient.InferenceServerClient):
+    """tritonclient's blocking gRPC client with a close() that acts once.
+
+    tritonclient closes again from __del__; with gRPC's gevent support on (Locust), a second
+    Channel.close() during garbage collection can hang the process at exit.
+    """
+
+    _closed = False
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            super().close()
 
 
 class Classifier:
@@ -37,7 +54,7 @@ class Classifier:
         self.model = model
         self._module = transport(self.settings.protocol, asynchronous=False)
         if self.settings.protocol == "grpc":
-            self._client = self._module.InferenceServerClient(**self.settings.grpc_kwargs())
+            self._client = _GrpcClient(**self.settings.grpc_kwargs())
             self._infer_kwargs: dict[str, Any] = {"client_timeout": self.settings.timeout_s}
         else:
             self._client = self._module.InferenceServerClient(**self.settings.http_kwargs())

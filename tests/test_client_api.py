@@ -209,3 +209,16 @@ def test_malformed_response_is_a_response_error() -> None:
 
     with pytest.raises(ResponseError, match=r"^odd\.jpg: malformed"):
         parse_result("odd.jpg", Empty())
+
+
+def test_grpc_channel_is_closed_exactly_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # tritonclient closes again from __del__; a second close under gevent (Locust) can hang at exit.
+    classifier = Classifier(ConnectionSettings("grpc", url=f"127.0.0.1:{free_port()}"))
+    closes: list[int] = []
+    channel = classifier._client._channel
+    real_close = channel.close
+    monkeypatch.setattr(channel, "close", lambda: closes.append(1) or real_close())
+    classifier.close()
+    classifier.close()
+    classifier._client.__del__()
+    assert closes == [1]
