@@ -1,9 +1,12 @@
 # iqaguard — the project's entry points. `make serve` is the main command, `make test` is what CI runs.
 SHELL := /bin/bash
 VENV := .venv
+USERS ?= 8
+DURATION ?= 30s
+OMP_WAIT_POLICY ?= PASSIVE
 PY := $(VENV)/bin/python
 
-.PHONY: setup serve test lint bench-iqa clean-build
+.PHONY: setup serve build test lint bench-iqa loadtest bench
 
 setup:  ## create/refresh .venv and system packages (idempotent)
 	@bash scripts/setup.sh
@@ -20,3 +23,9 @@ lint: setup
 
 bench-iqa: setup  ## BRISQUE speed: iqaguard vs the `brisque` reference package, one core
 	@$(PY) -m iqaguard.iqa.benchmark
+
+loadtest: setup  ## headless Locust load test on 127.0.0.1 (USERS=8 DURATION=30s); starts the embedded server if none runs; CSV+HTML in reports/locust/
+	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m client.loadtest --users $(USERS) --duration $(DURATION) $(LOADTEST_ARGS)
+
+bench: setup  ## served ensemble vs served teacher vs in-process pipeline (imagenet profile, 224x224, RANDOM weights); JSON in reports/bench/
+	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH OMP_WAIT_POLICY=$(OMP_WAIT_POLICY) $(PY) -m client.benchmark $(BENCH_ARGS)
