@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from iqaguard.contract import BUILT_MEMBERS, DETECTOR, STUDENT, TEACHER, VERDICTS
 from iqaguard.iqa import brisque
@@ -131,3 +132,35 @@ def test_imagenet_without_weights_fails_clearly(tmp_path: Path, monkeypatch, cap
     message = capsys.readouterr().err
     assert "weights not found" in message and "--weights random" in message and "never downloads" in message
     assert not any(any((tmp_path / "model_repository" / m).glob("[0-9]*")) for m in BUILT_MEMBERS)
+
+
+def test_served_path_accepts_clean_and_flags_strong_pgd(built) -> None:
+    """Through the serving code (PNG bytes -> Preprocessor -> exported members): clean pass, strong PGD is flagged.
+
+    Even this tiny build's detector must accept most clean test images (its threshold is calibrated
+    for ≤ 5% rejections) and flag PGD at eps = 16/255, which BRISQUE and the student both notice.
+    """
+    from iqaguard.serving.preprocessing import Preprocessor, read_input_size
+    from iqaguard.training.data import fashion_arrays
+    from iqaguard.training.perturb import encode, pgd, to_image
+
+    repository = built.repository
+    preprocessor = Preprocessor(read_input_size(repository / "iqa_preprocess"))
+    members = {m: torch.jit.load(str(repository / m / "1" / "model.pt")) for m in BUILT_MEMBERS}
+
+    def verdicts(encoded: list[bytes]) -> tuple[list[str], torch.Tensor]:
+        (result,) = preprocessor.run([encoded])
+        pixels = torch.from_numpy(result.pixels)
+        with torch.no_grad():
+            teacher_logits, _ = members[TEACHER](pixels)
+            _, said = members[DETECTOR](torch.from_numpy(result.iqa), teacher_logits, members[STUDENT](pixels))
+        return said, pixels
+
+    grey = fashion_arrays()["test_images"][-60:]
+    clean_verdicts, pixels = verdicts([encode(Image.fromarray(image, mode="L")) for image in grey])
+    assert clean_verdicts.count("accept") >= 0.8 * len(grey), clean_verdicts
+    with torch.no_grad():
+        targets = members[TEACHER](pixels)[0].argmax(1)
+    adversarial = pgd(members[TEACHER], pixels, targets, 16 / 255, steps=10, generator=torch.Generator().manual_seed(0))
+    attacked_verdicts, _ = verdicts([encode(to_image(x)) for x in adversarial.numpy()])
+    assert len(attacked_verdicts) - attacked_verdicts.count("accept") >= 0.8 * len(grey), attacked_verdicts

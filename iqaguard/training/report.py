@@ -128,9 +128,9 @@ def markdown(report: Mapping[str, object]) -> str:
                      f"{row['time_ratio']:.2f} |")
     lines += ["", report["compute"]["note"], ""]
 
-    lines += ["## Build steps", "", "| step | seconds |", "|---|---|"]
+    lines += ["## Build steps", "", "| step | wall seconds | process CPU seconds |", "|---|---|---|"]
     for step, seconds in report["timings"].items():
-        lines.append(f"| {step} | {seconds:.1f} |")
+        lines.append(f"| {step} | {seconds:.1f} | {report.get('cpu_seconds', {}).get(step, float('nan')):.1f} |")
     lines += ["", f"Conditions: {report['conditions']}", ""]
     lines += ["## Data", ""] + [f"- {k}: {v}" for k, v in report["data"].items()] + [""]
     lines += ["## Notes", ""] + [f"- {note}" for note in report["notes"]] + [""]
