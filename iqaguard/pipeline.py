@@ -480,6 +480,8 @@ def build(config: BuildConfig) -> BuildResult:
 
         targets = _targets(profile, accuracy, agree, teacher_flops, student_flops, evaluation, compute_report)
         hashes = {name: repository.sha256(path) for name, path in files.items()}
+        hashes.update({name: hashlib.sha256(text.encode()).hexdigest()
+                       for name, text in repository.set_file_texts(data.labels, profile.size).items()})
         manifest = {
             "profile": profile.name, "version": version, "created": created, "seed": config.seed,
             "weights": weights_kind, "teacher": teacher_info, "student": student_info, "data": data.description,
@@ -513,7 +515,13 @@ def build(config: BuildConfig) -> BuildResult:
         "perturbed image is PNG/JPEG-encoded and decoded through iqaguard.imaging, as the server would see it.",
         f"Threshold: split-conformal on {len(calib_samples)} clean calibration images for ≤ "
         f"{config.target_fpr:.0%} false rejections; the evaluation clean rate is measured on other images.",
+        "The detector is fitted on the same perturbation families and budgets it is evaluated on (other images). "
+        "Unseen perturbation types and adaptive attacks that also target BRISQUE and the student are not evaluated.",
     ]
+    if profile.name == "fashion":
+        notes.append("Fashion-MNIST images have flat black backgrounds: any pixel perturbation there shows in "
+                     "BRISQUE's MSCN statistics, which is why IQA alone catches even 2/255 attacks. Natural images "
+                     "(the imagenet profile) will be harder.")
     report = {
         "build": {"profile": profile.name, "version": version, "created": created, "seed": config.seed,
                   "weights": weights_kind, "host": platform.node() or "unknown", "repository": str(repo)},

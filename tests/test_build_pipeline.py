@@ -20,7 +20,7 @@ from iqaguard.iqa import brisque
 from iqaguard.models.wrappers import read_meta
 from iqaguard.pipeline import build_model_set, main
 from iqaguard.training.data import FASHION_DIR, FASHION_LABELS
-from iqaguard.training.repository import is_built, versions
+from iqaguard.training.repository import is_built, sha256, versions
 
 REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
 SMALL = {
@@ -30,10 +30,13 @@ SMALL = {
 
 
 def empty_repository(target: Path) -> Path:
-    """The checked-in configs only, as a fresh clone has them."""
-    for config in REPOSITORY.glob("*/config.pbtxt"):
-        (target / config.parent.name).mkdir(parents=True)
-        shutil.copy2(config, target / config.parent.name / "config.pbtxt")
+    """The checked-in part of the model repository only (configs, Python-backend code), as a fresh clone has it."""
+
+    def built_artifacts(folder: str, names: list[str]) -> list[str]:
+        member = Path(folder).name in BUILT_MEMBERS
+        return [n for n in names if (member and n.isdigit()) or n in ("labels.txt", "preprocess.json", "__pycache__")]
+
+    shutil.copytree(REPOSITORY, target, ignore=built_artifacts)
     return target
 
 
@@ -59,11 +62,15 @@ def test_writes_a_servable_version(built) -> None:
         meta = read_meta(repository / member / "1" / "model.pt")
         assert meta["profile"] == "fashion" and meta["created"]
         assert meta["weights"] == "trained"
+    hashes = json.loads((repository / DETECTOR / "1" / "manifest.json").read_text())["hashes"]
+    for name, path in (("labels.txt", "robust_classifier/labels.txt"), ("preprocess.json", "iqa_preprocess/preprocess.json"),
+                       (TEACHER, "teacher/1/model.pt"), (STUDENT, "student/1/model.pt")):
+        assert hashes[name] == sha256(repository / path)
     labels = (repository / "robust_classifier" / "labels.txt").read_text().splitlines()
     assert labels == list(FASHION_LABELS)
     assert json.loads((repository / "iqa_preprocess" / "preprocess.json").read_text()) == {"height": 28, "width": 28}
     # Nothing new at the repository root: Triton would take every directory there for a model.
-    checked_in = sorted(p.parent.name for p in REPOSITORY.glob("*/config.pbtxt"))
+    checked_in = sorted(p.parent.name for p in REPOSITORY.glob("*/config.pbtxt"))  # no extra folders
     assert sorted(p.name for p in repository.iterdir()) == checked_in
 
 
@@ -164,3 +171,40 @@ def test_served_path_accepts_clean_and_flags_strong_pgd(built) -> None:
     adversarial = pgd(members[TEACHER], pixels, targets, 16 / 255, steps=10, generator=torch.Generator().manual_seed(0))
     attacked_verdicts, _ = verdicts([encode(to_image(x)) for x in adversarial.numpy()])
     assert len(attacked_verdicts) - attacked_verdicts.count("accept") >= 0.8 * len(grey), attacked_verdicts
+
+
+@pytest.mark.integration
+def test_served_ensemble_on_built_artifacts(built, tmp_path: Path) -> None:
+    """The real embedded Triton server on this build: clean test images accepted, strong PGD flagged."""
+    import tritonclient.grpc as grpcclient
+    from conftest import start_server
+
+    from iqaguard.training.data import fashion_arrays
+    from iqaguard.training.perturb import encode, pgd, to_image
+
+    grey = fashion_arrays()["test_images"][-40:]
+    clean = [encode(Image.fromarray(image, mode="L")) for image in grey]
+    teacher = torch.jit.load(str(built.repository / TEACHER / "1" / "model.pt"))
+    pixels = torch.from_numpy(np.repeat(grey[:, None], 3, axis=1)).float() / 255
+    with torch.no_grad():
+        answers = teacher(pixels)[0].argmax(1)
+    adversarial = pgd(teacher, pixels, answers, 16 / 255, steps=10, generator=torch.Generator().manual_seed(0))
+    attacked = [encode(to_image(x)) for x in adversarial.numpy()]
+
+    server = start_server(built.repository, tmp_path / "triton.log")
+    try:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+
+        def ask(data: bytes) -> tuple[int, str]:
+            tensor = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+            tensor.set_data_from_numpy(np.array([[data]], dtype=np.object_))
+            result = client.infer("robust_classifier", [tensor])
+            return int(result.as_numpy("PROBS")[0].argmax()), result.as_numpy("VERDICT")[0, 0].decode()
+
+        served_clean = [ask(data) for data in clean]
+        served_attacked = [ask(data) for data in attacked]
+    finally:
+        server.stop()
+    assert [label for label, _ in served_clean] == answers.tolist()  # the served teacher is the built one
+    assert sum(verdict == "accept" for _, verdict in served_clean) >= 0.8 * len(clean), served_clean
+    assert sum(verdict != "accept" for _, verdict in served_attacked) >= 0.8 * len(attacked), served_attacked

@@ -75,12 +75,21 @@ def write_member(repository: Path, member: str, version: int, model_file: Path, 
     return target
 
 
+def set_file_texts(labels: Sequence[str], size: tuple[int, int]) -> dict[str, str]:
+    """The contents of labels.txt and preprocess.json for a model set."""
+    return {
+        LABELS_FILE: "".join(f"{label}\n" for label in labels),
+        PREPROCESS_FILE: json.dumps({"height": size[0], "width": size[1]}) + "\n",
+    }
+
+
 def write_set_files(repository: Path, labels: Sequence[str], size: tuple[int, int]) -> dict[str, Path]:
     """labels.txt beside the ensemble's config and preprocess.json beside the preprocessor's."""
+    texts = set_file_texts(labels, size)
     labels_path = repository / ENSEMBLE / LABELS_FILE
     preprocess_path = repository / PREPROCESSOR / PREPROCESS_FILE
-    _atomic_write_text(labels_path, "".join(f"{label}\n" for label in labels))
-    _atomic_write_text(preprocess_path, json.dumps({"height": size[0], "width": size[1]}) + "\n")
+    _atomic_write_text(labels_path, texts[LABELS_FILE])
+    _atomic_write_text(preprocess_path, texts[PREPROCESS_FILE])
     return {"labels": labels_path, "preprocess": preprocess_path}
 
 
