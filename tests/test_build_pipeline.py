@@ -63,8 +63,9 @@ def test_writes_a_servable_version(built) -> None:
         assert meta["profile"] == "fashion" and meta["created"]
         assert meta["weights"] == "trained"
     hashes = json.loads((repository / DETECTOR / "1" / "manifest.json").read_text())["hashes"]
-    for name, path in (("labels.txt", "robust_classifier/labels.txt"), ("preprocess.json", "iqa_preprocess/preprocess.json"),
-                       (TEACHER, "teacher/1/model.pt"), (STUDENT, "student/1/model.pt")):
+    files = {"labels.txt": "robust_classifier/labels.txt", "preprocess.json": "iqa_preprocess/preprocess.json",
+             TEACHER: "teacher/1/model.pt", STUDENT: "student/1/model.pt"}
+    for name, path in files.items():
         assert hashes[name] == sha256(repository / path)
     labels = (repository / "robust_classifier" / "labels.txt").read_text().splitlines()
     assert labels == list(FASHION_LABELS)
