@@ -503,8 +503,11 @@ def build(config: BuildConfig) -> BuildResult:
     report_dir.mkdir(parents=True, exist_ok=True)
     timer.timings["total"] = timer.total
     timer.cpu["total"] = timer.total_cpu
-    targets.append({"target": "whole build ≤ 600 s", "measured": f"{timer.timings['total']:.0f} s",
-                    "met": timer.timings["total"] <= 600 or profile.name != "fashion"})
+    cached = "cache" in teacher_info or "cache" in student_info
+    targets.append({"target": "whole build ≤ 600 s" if profile.name == "fashion" else "(fashion target) build ≤ 600 s",
+                    "measured": f"{timer.timings['total']:.0f} s" + (" (trained networks reused from the cache: "
+                                                                      "not a full-build time)" if cached else ""),
+                    "met": timer.timings["total"] <= 600})
     if weights_kind == "random":
         notes.append("teacher weights are RANDOM (asked for with --weights random): plumbing/speed only")
     notes += [
