@@ -14,6 +14,9 @@ setup:  ## create/refresh .venv and system packages (idempotent)
 serve: setup  ## build the default model set if none is built, then serve on 127.0.0.1:8000/8001/8002
 	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m iqaguard.server.launcher --build-if-missing
 
+build: setup  ## build the default (fashion) model set: a new version in model_repository/, report in reports/fashion/
+	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m iqaguard.pipeline --profile fashion $(BUILD_ARGS)
+
 test: setup  ## the full test suite (what CI runs)
 	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m ruff check .
 	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q
@@ -24,7 +27,10 @@ lint: setup
 bench-iqa: setup  ## BRISQUE speed: iqaguard vs the `brisque` reference package, one core
 	@$(PY) -m iqaguard.iqa.benchmark
 
-loadtest: setup  ## headless Locust load test on 127.0.0.1 (USERS=8 DURATION=30s); starts the embedded server if none runs; CSV+HTML in reports/locust/
+loadbuild: setup  ## build the default (fashion) model set: a new version in model_repository/, report in reports/fashion/
+	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m iqaguard.pipeline --profile fashion $(BUILD_ARGS)
+
+test: setup  ## headless Locust load test on 127.0.0.1 (USERS=8 DURATION=30s); starts the embedded server if none runs; CSV+HTML in reports/locust/
 	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m client.loadtest --users $(USERS) --duration $(DURATION) $(LOADTEST_ARGS)
 
 bench: setup  ## served ensemble vs served teacher vs in-process pipeline (imagenet profile, 224x224, RANDOM weights); JSON in reports/bench/
