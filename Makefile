@@ -27,10 +27,7 @@ lint: setup
 bench-iqa: setup  ## BRISQUE speed: iqaguard vs the `brisque` reference package, one core
 	@$(PY) -m iqaguard.iqa.benchmark
 
-loadbuild: setup  ## build the default (fashion) model set: a new version in model_repository/, report in reports/fashion/
-	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m iqaguard.pipeline --profile fashion $(BUILD_ARGS)
-
-test: setup  ## headless Locust load test on 127.0.0.1 (USERS=8 DURATION=30s); starts the embedded server if none runs; CSV+HTML in reports/locust/
+loadtest: setup  ## headless Locust load test on 127.0.0.1 (USERS=8 DURATION=30s); starts the embedded server if none runs; CSV+HTML in reports/locust/
 	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m client.loadtest --users $(USERS) --duration $(DURATION) $(LOADTEST_ARGS)
 
 bench: setup  ## served ensemble vs served teacher vs in-process pipeline (imagenet profile, 224x224, RANDOM weights); JSON in reports/bench/
