@@ -180,8 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(facts, indent=1), flush=True)
     if not os.environ.get("OMP_WAIT_POLICY"):
         # The server is several processes with their own OpenMP pools; spinning ones compete for the cores.
-        print("note: OMP_WAIT_POLICY is unset, so OpenMP threads spin-wait (its default) in the server's "
-              "backend processes and in this one", flush=True)  # fmt: skip
+        print(
+            "note: OMP_WAIT_POLICY is unset: the embedded server's backend processes default to PASSIVE, "
+            "but this process's OpenMP threads spin-wait; `make bench` sets PASSIVE for both",
+            flush=True,
+        )
     if args.url:
         if args.http_url and not is_ready(args.http_url):
             raise SystemExit(f"no Triton server ready at {args.http_url}")
