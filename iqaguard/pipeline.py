@@ -48,6 +48,7 @@ from iqaguard.training.detector_fit import FEATURE_GROUPS, conformal_threshold, 
 from iqaguard.training.distill import agreement, distill
 from iqaguard.training.evaluate import MAX_FPR, SEVERE_FLIP_RATE, evaluate
 from iqaguard.training.featurize import Featurizer, featurize_clean, featurize_perturbed
+from iqaguard.training.loop import use_bf16
 from iqaguard.training.metrics import auroc
 from iqaguard.training.profiles import PROFILES, Profile
 from iqaguard.training.report import markdown, plot_roc, write_json
@@ -162,15 +163,6 @@ def _indices_hash(index: np.ndarray, pixels: np.ndarray) -> str:
     digest = hashlib.sha256(np.ascontiguousarray(index).tobytes())
     digest.update(np.ascontiguousarray(pixels[index[:256]]).tobytes())
     return digest.hexdigest()[:16]
-
-
-def use_bf16(precision: str) -> bool:
-    """Whether training runs under bfloat16 autocast: 'auto' asks oneDNN whether this CPU does bf16."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
-    if precision == "auto":
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return precision == "bf16"
 
 
 def _flops(module: torch.nn.Module, *inputs: torch.Tensor) -> int:

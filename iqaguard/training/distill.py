@@ -6,9 +6,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
-from iqaguard.training.data import as_float, batches
+from iqaguard.training.data import as_float
+from iqaguard.training.loop import bf16_autocast, train_epochs
 from iqaguard.training.teacher import augment
 
 
@@ -52,41 +52,24 @@ def distill(
     under CPU bfloat16 autocast. Returns the mean loss per epoch.
     """
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
-    steps = epochs * ((len(pixels) + batch_size - 1) // batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.2)
     targets = None if labels is None else torch.from_numpy(labels)
     teacher.eval()
-    student.train()
-    losses: list[float] = []
-    for epoch in range(epochs):
-        order = torch.randperm(len(pixels), generator=generator).numpy()
-        total, count = 0.0, 0
-        progress = tqdm(list(batches(len(pixels), batch_size)), desc=f"student epoch {epoch + 1}/{epochs}",
-                        unit="batch", mininterval=1.0)
-        for part in progress:
-            index = order[part]
-            inputs = as_float(pixels[index])
-            if augment_inputs:
-                inputs = augment(inputs, generator)
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                with torch.inference_mode():
-                    result = teacher(inputs)
-                    teacher_logits = (result[0] if isinstance(result, tuple) else result).float().clone()
-                student_logits = student(inputs)
-            loss = distillation_loss(student_logits.float(), teacher_logits, temperature,
-                                     None if targets is None else targets[index], hard_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total += loss.item() * len(index)
-            count += len(index)
-            progress.set_postfix(loss=f"{total / count:.3f}", refresh=False)
-        losses.append(total / count)
-    student.eval()
-    return losses
+
+    def batch_loss(index: np.ndarray) -> torch.Tensor:
+        inputs = as_float(pixels[index])
+        if augment_inputs:
+            inputs = augment(inputs, generator)
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with bf16_autocast(bf16):
+            with torch.inference_mode():
+                result = teacher(inputs)
+                teacher_logits = (result[0] if isinstance(result, tuple) else result).float().clone()
+            student_logits = student(inputs)
+        return distillation_loss(student_logits.float(), teacher_logits, temperature,
+                                 None if targets is None else targets[index], hard_weight)
+
+    return train_epochs(student, len(pixels), epochs, generator, batch_loss, lr=lr, weight_decay=1e-4,
+                        pct_start=0.2, batch_size=batch_size, name="student")
 
 
 def agreement(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> float:

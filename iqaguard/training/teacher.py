@@ -6,9 +6,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from iqaguard.training.data import as_float, batches
+from iqaguard.training.loop import bf16_autocast, train_epochs
 
 
 def augment(pixels: torch.Tensor, generator: torch.Generator, pad: int = 1) -> torch.Tensor:
@@ -68,30 +68,13 @@ def train_teacher(
     count and machine.
     """
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    steps = epochs * ((len(pixels) + batch_size - 1) // batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.25)
     targets = torch.from_numpy(labels)
-    losses: list[float] = []
-    model.train()
-    for epoch in range(epochs):
-        order = torch.randperm(len(pixels), generator=generator).numpy()
-        total, count = 0.0, 0
-        progress = tqdm(list(batches(len(pixels), batch_size)), desc=f"teacher epoch {epoch + 1}/{epochs}",
-                        unit="batch", mininterval=1.0)
-        for part in progress:
-            index = order[part]
-            inputs = augment(as_float(pixels[index]), generator, pad).contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = model(inputs)
-            loss = F.cross_entropy(logits.float(), targets[index], label_smoothing=label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total += loss.item() * len(index)
-            count += len(index)
-            progress.set_postfix(loss=f"{total / count:.3f}", refresh=False)
-        losses.append(total / count)
-    model.eval()
-    return losses
+
+    def batch_loss(index: np.ndarray) -> torch.Tensor:
+        inputs = augment(as_float(pixels[index]), generator, pad).contiguous(memory_format=torch.channels_last)
+        with bf16_autocast(bf16):
+            logits = model(inputs)
+        return F.cross_entropy(logits.float(), targets[index], label_smoothing=label_smoothing)
+
+    return train_epochs(model, len(pixels), epochs, generator, batch_loss, lr=lr, weight_decay=weight_decay,
+                        pct_start=0.25, batch_size=batch_size, name="teacher")
