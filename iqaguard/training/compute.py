@@ -79,3 +79,17 @@ def measure(files: dict[str, Path], images: ImageSet, squeezer: object, teacher_
                  "(torch FlopCounterMode); BRISQUE is numpy and appears in time only. The ensemble computes "
                  "BRISQUE for its QUALITY output anyway, so its marginal cost to the detector is zero as served."),
     }
+
+
+def flops(module: torch.nn.Module, *inputs: torch.Tensor) -> int:
+    """FLOPs of one forward pass of `module` on `inputs` (torch FlopCounterMode: network layers only)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(*inputs)
+    return int(counter.get_total_flops())
+
+
+def parameters(module: torch.nn.Module) -> int:
+    """Number of parameters of `module`."""
+    return sum(p.numel() for p in module.parameters())

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from iqaguard.models.networks import SmallStudent, imagenet_student
+from iqaguard.models.wrappers import PixelClassifier
+from iqaguard.training.cache import cache_path, source_hash, state_hash
+from iqaguard.training.compute import flops
+from iqaguard.training.config import BuildConfig
 from iqaguard.training.data import as_float
-from iqaguard.training.loop import bf16_autocast, train_epochs
-from iqaguard.training.teacher import augment
+from iqaguard.training.loop import bf16_autocast, train_epochs, use_bf16
+from iqaguard.training.profiles import Profile
+from iqaguard.training.splits import Data
+from iqaguard.training.teacher import Teacher, augment, predict
 
 
 def distillation_loss(
@@ -75,3 +85,57 @@ def distill(
 def agreement(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> float:
     """Fraction of inputs on which teacher and student pick the same top-1 class."""
     return float((teacher_logits.argmax(1) == student_logits.argmax(1)).float().mean())
+
+
+# ------------------------------------------------------------------------------------ the build's step
+
+
+@dataclass
+class Student:
+    """The build's distilled student and what was measured on it (FLOPs of both networks)."""
+
+    module: PixelClassifier
+    info: dict[str, object]
+    agreement: float  # top-1 agreement with the teacher
+    agreement_images: int
+    teacher_flops: int
+    student_flops: int
+
+
+def make_student(config: BuildConfig, profile: Profile, data: Data, teacher: PixelClassifier,
+                 teacher_key: str) -> tuple[PixelClassifier, dict[str, object]]:
+    """Distil the student from the teacher on the training images (labels mixed in where they exist)."""
+    torch.manual_seed(config.seed + 1)
+    network = SmallStudent(len(data.labels)) if profile.name == "fashion" else imagenet_student(len(data.labels))
+    student = PixelClassifier(network, profile.mean, profile.std).to(memory_format=torch.channels_last)
+    epochs = config.student_epochs or profile.student_epochs
+    bf16 = use_bf16(config.precision)
+    key = {"teacher": teacher_key, "epochs": epochs, "seed": config.seed, "train": data.description["train_hash"],
+           "bf16": bf16,
+           "source": source_hash(sys.modules[SmallStudent.__module__], sys.modules[distill.__module__],
+                                 sys.modules[train_epochs.__module__])}
+    cached = cache_path(config.cache_dir, "student", key)
+    if cached is not None and cached.is_file():
+        student.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
+        return student.eval(), {"epochs": epochs, "bf16": bf16, "cache": f"reused {cached}"}
+    losses = distill(student, teacher, data.train.pixels, epochs, config.seed + 1, labels=data.train.labels, bf16=bf16)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(student.state_dict(), cached)
+    return student.eval(), {"epochs": epochs, "bf16": bf16, "distill_loss": losses}
+
+
+def build_student(config: BuildConfig, profile: Profile, data: Data, teacher: Teacher) -> Student:
+    """The build's student step: distil, freeze, and measure agreement and both networks' FLOPs."""
+    student, info = make_student(config, profile, data, teacher.classifier, state_hash(teacher.classifier))
+    student.requires_grad_(False)
+    agreement_set = data.test if data.test is not None else data.eval
+    teacher_logits = predict(teacher.module, agreement_set.pixels)
+    student_logits = predict(student, agreement_set.pixels)
+    agree = agreement(teacher_logits, student_logits)
+    size = (1, 3, *profile.size)
+    teacher_flops = flops(teacher.classifier.eval(), torch.rand(size))
+    student_flops = flops(student, torch.rand(size))
+    print(f"[build] student agreement {agree:.4f}; FLOPs teacher {teacher_flops:,} student {student_flops:,} "
+          f"(1/{teacher_flops / max(student_flops, 1):.1f})", flush=True)
+    return Student(student, info, agree, len(agreement_set), teacher_flops, student_flops)

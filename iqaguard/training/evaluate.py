@@ -78,3 +78,18 @@ def evaluate(
     summary["severe_distortion_settings"] = [e["setting"] for e in groups["severe_distortions"]]
     summary["clean_images"] = int(clean.sum())
     return {"per_setting": per_setting, "summary": summary}
+
+
+def roc_groups(samples: Samples, settings: Sequence[Perturbation], scores: dict[str, np.ndarray],
+               evaluation: dict[str, object]) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Pooled ROC inputs: attacks, and distortions severe enough to flip the teacher."""
+    severe = {e["setting"] for e in evaluation["per_setting"] if e["severe"]}
+    groups = {
+        "attacks (FGSM, PGD)": [i for i, s in enumerate(settings) if s.is_attack],
+        "severe distortions": [i for i, s in enumerate(settings) if not s.is_attack and s.name in severe],
+    }
+    out = {}
+    for title, indices in groups.items():
+        positive = samples.positive & np.isin(samples.setting, indices)
+        out[title] = {name: (score[samples.clean], score[positive]) for name, score in scores.items()}
+    return out

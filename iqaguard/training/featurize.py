@@ -14,10 +14,21 @@ from torch import nn
 from tqdm import tqdm
 
 from iqaguard.iqa import brisque
+from iqaguard.training.config import BuildConfig
 from iqaguard.training.data import ImageSet, as_float, batches
 from iqaguard.training.perturb import Perturbation, attack, distort
+from iqaguard.training.profiles import Profile
 from iqaguard.training.samples import CLEAN, Samples
-from iqaguard.training.squeeze import Squeeze, squeeze_distances
+from iqaguard.training.splits import Data
+from iqaguard.training.squeeze import (
+    CANDIDATE_SQUEEZES,
+    FeatureSqueezing,
+    Squeeze,
+    select_squeezer,
+    squeeze_distances,
+)
+
+FS_SELECTION_IMAGES = 300  # fit images on which the Feature Squeezing configuration is chosen
 
 
 @dataclass
@@ -102,3 +113,69 @@ def featurize_perturbed(
         all_squeeze.append(merged.get("squeeze", np.zeros((n, 0), np.float32)))
     progress.close()
     return Samples.concat(all_samples), np.concatenate(all_squeeze)
+
+
+# ----------------------------------------------------------------------------------- the build's steps
+
+
+@dataclass
+class FitFeatures:
+    """Detector fit samples (clean and perturbed held-out training images) and the tuned FS baseline."""
+
+    samples: Samples
+    images: int  # how many fit images were perturbed
+    squeezer: FeatureSqueezing
+    selection: dict[str, float]  # mean AUROC of each FS candidate on the first fit images
+
+
+@dataclass
+class HeldOutFeatures:
+    """Calibration (clean) and evaluation (clean + perturbed) samples, with Feature Squeezing scores."""
+
+    calib: Samples
+    calib_fs: np.ndarray  # FS distance columns of the calibration images
+    eval: Samples
+    eval_fs: np.ndarray  # FS score (max distance) of each evaluation sample
+    images: int  # how many evaluation images were perturbed
+
+
+def fit_features(config: BuildConfig, profile: Profile, data: Data, settings: Sequence[Perturbation],
+                 pgd_steps: int, teacher: nn.Module, student: nn.Module) -> FitFeatures:
+    """Perturb and featurize the fit images; choose the Feature Squeezing configuration on the first few."""
+    fit_images = min(config.fit_images or profile.fit_images, len(data.fit))
+    # The first few fit images also carry every candidate squeezer's distances: FS is tuned on them.
+    few = min(FS_SELECTION_IMAGES, fit_images)
+    parts: list[Samples] = []
+    for start, stop, clean_stop, squeezes in ((0, few, few, CANDIDATE_SQUEEZES), (few, fit_images, len(data.fit), [])):
+        if clean_stop <= start:
+            continue
+        featurizer = Featurizer(teacher, student, squeezes)
+        clean, clean_fs = featurize_clean(data.fit.subset(np.arange(start, clean_stop)), featurizer, start,
+                                          f"fit clean {start}-{clean_stop}")
+        parts.append(clean)
+        if stop <= start:
+            continue
+        perturbed, perturbed_fs = featurize_perturbed(
+            data.fit.subset(np.arange(start, stop)), clean.select(np.arange(len(clean)) < stop - start),
+            settings, featurizer, config.seed + 2 + start, pgd_steps, f"fit perturbed {start}-{stop}")
+        parts.append(perturbed)
+        if squeezes:
+            squeezer, selection = select_squeezer(clean_fs, perturbed, perturbed_fs, len(settings))
+    print(f"[build] baseline: {squeezer.name}", flush=True)
+    return FitFeatures(Samples.concat(parts), fit_images, squeezer, selection)
+
+
+def held_out_features(config: BuildConfig, profile: Profile, data: Data, settings: Sequence[Perturbation],
+                      pgd_steps: int, teacher: nn.Module, student: nn.Module,
+                      squeezer: FeatureSqueezing) -> HeldOutFeatures:
+    """Featurize the clean calibration images, and the evaluation images clean and perturbed."""
+    eval_images = min(config.eval_images or profile.eval_images, len(data.eval))
+    featurizer = Featurizer(teacher, student, squeezer.squeezes)
+    offset = 10_000_000
+    calib, calib_fs = featurize_clean(data.calib, featurizer, offset, "calibration clean")
+    eval_clean, eval_clean_fs = featurize_clean(data.eval, featurizer, 2 * offset, "evaluation clean")
+    eval_perturbed, eval_perturbed_fs = featurize_perturbed(
+        data.eval.subset(np.arange(eval_images)), eval_clean.select(np.arange(len(eval_clean)) < eval_images),
+        settings, featurizer, config.seed + 3, pgd_steps, "evaluation perturbed")
+    return HeldOutFeatures(calib, calib_fs, Samples.concat([eval_clean, eval_perturbed]),
+                           np.concatenate([eval_clean_fs.max(1), eval_perturbed_fs.max(1)]), eval_images)

@@ -9,9 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from iqaguard.training.metrics import auroc
+from iqaguard.training.samples import Samples
 
 
 def reduce_bit_depth(pixels: torch.Tensor, bits: int) -> torch.Tensor:
@@ -81,3 +85,26 @@ def _probs(teacher: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     result = teacher(pixels)
     logits = result[0] if isinstance(result, tuple) else result
     return torch.softmax(logits, dim=1)
+
+
+CANDIDATES = [FeatureSqueezing(bits, median) for bits in (1, 2, 3, 4, 5) for median in (2, 3)]
+CANDIDATE_SQUEEZES = list(dict.fromkeys(squeeze for candidate in CANDIDATES for squeeze in candidate.squeezes))
+
+
+def select_squeezer(clean_fs: np.ndarray, perturbed: Samples, perturbed_fs: np.ndarray,
+                    n_settings: int) -> tuple[FeatureSqueezing, dict[str, float]]:
+    """Give the baseline its best shot: the bit depth and median size with the best mean AUROC on fit images.
+
+    `clean_fs` and `perturbed_fs` hold one distance column per entry of CANDIDATE_SQUEEZES.
+    """
+    column = {squeeze: i for i, squeeze in enumerate(CANDIDATE_SQUEEZES)}
+    results = {}
+    for candidate in CANDIDATES:
+        columns = [column[squeeze] for squeeze in candidate.squeezes]
+        clean_score = clean_fs[:, columns].max(1)
+        score = perturbed_fs[:, columns].max(1)
+        per_setting = [auroc(clean_score, score[(perturbed.setting == s) & perturbed.positive])
+                       for s in range(n_settings)]
+        results[candidate.name] = float(np.nanmean(per_setting))
+    best = max(CANDIDATES, key=lambda c: results[c.name])
+    return best, results

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from iqaguard.models.networks import MissingWeightsError, SmallResNet, imagenet_teacher
+from iqaguard.models.wrappers import PixelClassifier, TeacherModule
+from iqaguard.training.cache import cache_path, source_hash
+from iqaguard.training.config import BuildConfig
 from iqaguard.training.data import as_float, batches
-from iqaguard.training.loop import bf16_autocast, train_epochs
+from iqaguard.training.loop import bf16_autocast, train_epochs, use_bf16
+from iqaguard.training.profiles import Profile
+from iqaguard.training.splits import Data
 
 
 def augment(pixels: torch.Tensor, generator: torch.Generator, pad: int = 1) -> torch.Tensor:
@@ -78,3 +88,65 @@ def train_teacher(
 
     return train_epochs(model, len(pixels), epochs, generator, batch_loss, lr=lr, weight_decay=weight_decay,
                         pct_start=0.25, batch_size=batch_size, name="teacher")
+
+
+# ------------------------------------------------------------------------------------ the build's step
+
+
+@dataclass
+class Teacher:
+    """The build's teacher: the classifier, the module served, and what was measured on it."""
+
+    classifier: PixelClassifier
+    module: TeacherModule
+    weights_kind: str  # "trained" | "pretrained" | "random"
+    info: dict[str, object]
+    accuracy: float | None  # top-1 on the test images (where they have labels)
+    held_out: float | None  # top-1 on the held-out training images (the detector's fit pool)
+
+
+def make_teacher(config: BuildConfig, profile: Profile, data: Data) -> tuple[PixelClassifier, str, dict[str, object]]:
+    """Train (fashion), load (imagenet) or randomly initialise (only with --weights random) the teacher."""
+    torch.manual_seed(config.seed)
+    if profile.name == "imagenet":
+        network, kind, path = imagenet_teacher(config.weights)
+        return PixelClassifier(network, profile.mean, profile.std).eval(), kind, {"weights_file": path}
+    classifier = PixelClassifier(SmallResNet(len(data.labels)), profile.mean, profile.std)
+    if config.weights == "random":
+        return classifier.eval(), "random", {}
+    if config.weights != "auto":
+        path = Path(config.weights).expanduser()
+        if not path.is_file():
+            raise MissingWeightsError(f"weights file {path} does not exist")
+        classifier.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return classifier.eval(), "pretrained", {"weights_file": str(path)}
+    epochs = config.epochs or profile.teacher_epochs
+    bf16 = use_bf16(config.precision)
+    key = {"profile": profile.name, "epochs": epochs, "seed": config.seed, "train": data.description["train_hash"],
+           "bf16": bf16,
+           "torch": torch.__version__, "source": source_hash(sys.modules[SmallResNet.__module__],
+                                                               sys.modules[train_teacher.__module__],
+                                                               sys.modules[train_epochs.__module__])}
+    cached = cache_path(config.cache_dir, "teacher", key)
+    classifier = classifier.to(memory_format=torch.channels_last)
+    if cached is not None and cached.is_file():
+        classifier.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
+        return classifier.eval(), "trained", {"epochs": epochs, "bf16": bf16, "cache": f"reused {cached}"}
+    losses = train_teacher(classifier, data.train.pixels, data.train.labels, epochs, config.seed, bf16=bf16)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(classifier.state_dict(), cached)
+    return classifier.eval(), "trained", {"epochs": epochs, "bf16": bf16, "train_loss": losses}
+
+
+def build_teacher(config: BuildConfig, profile: Profile, data: Data) -> Teacher:
+    """The build's teacher step: make the teacher, freeze it, and measure its top-1 accuracy."""
+    classifier, weights_kind, info = make_teacher(config, profile, data)
+    classifier.requires_grad_(False)
+    module = TeacherModule(classifier).eval()
+    accuracy = evaluate_accuracy(module, data.test.pixels, data.test.labels) if data.test is not None else None
+    # Held-out training images (the detector's fit pool): a validation figure never used for any choice.
+    held_out = evaluate_accuracy(module, data.fit.pixels, data.fit.labels) if data.fit.labels is not None else None
+    print(f"[build] teacher weights: {weights_kind}; test top-1: {'n/a' if accuracy is None else f'{accuracy:.4f}'}"
+          f"; held-out train top-1: {'n/a' if held_out is None else f'{held_out:.4f}'}", flush=True)
+    return Teacher(classifier, module, weights_kind, info, accuracy, held_out)
