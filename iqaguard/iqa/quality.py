@@ -6,10 +6,11 @@ from typing import Any
 
 import numpy as np
 
+from iqaguard.contract import IQA_DIM
 from iqaguard.iqa.features import brisque_features
 from iqaguard.iqa.svr import load_model
 
-N_OUTPUTS = 37  # 36 features, then the score
+N_OUTPUTS = IQA_DIM  # 36 features, then the score
 # skimage.color.rgb2gray's weights (ITU-R BT.709 luma), which the `brisque` reference applies.
 LUMA_WEIGHTS = np.array([0.2125, 0.7154, 0.0721], np.float32)
 # Images are processed in chunks of about this many pixels: bounded memory, cache-sized arrays.

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from iqaguard.contract import IQA_FEATURES
+
 MODEL_FILE = Path(__file__).with_name("brisque_live.npz")
-N_FEATURES = 36
+N_FEATURES = IQA_FEATURES
 
 
 @dataclass(frozen=True)

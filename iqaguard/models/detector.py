@@ -10,7 +10,8 @@ The build fits it through the very same `features` method that serving runs.
 import torch
 from torch import nn
 
-IQA_DIM = 37
+from iqaguard.contract import IQA_DIM
+
 KD_FEATURE_NAMES = (
     "kl_teacher_student",
     "kl_student_teacher",
