@@ -6,7 +6,8 @@
 
 Each build writes a new version of teacher/student/detector into the model repository (keeping the
 newest few), the set's labels.txt and preprocess.json, a manifest beside each version, and the
-report to reports/<profile>/.
+report to reports/<profile>/, with a few evaluated images in reports/<profile>/samples/ (the
+load tests' pool; every manifest names it under "samples").
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from iqaguard.training.distill import build_student
 from iqaguard.training.evaluate import evaluate, roc_groups
 from iqaguard.training.export import export_set
 from iqaguard.training.featurize import fit_features, held_out_features
+from iqaguard.training.heldout_samples import SAMPLES_DIR, write_samples
 from iqaguard.training.profiles import PROFILES
 from iqaguard.training.report import Timer, build_report, build_time_target, issue_targets, write_report
 from iqaguard.training.splits import load_data
@@ -74,10 +76,13 @@ def build(config: BuildConfig) -> BuildResult:
     with timer.step("evaluation"):
         evaluation = evaluate(held_out.eval, settings, detectors.scores, detectors.thresholds, detectors.reason)
         curves = roc_groups(held_out.eval, settings, detectors.scores, evaluation)
+    with timer.step("sample images"):
+        samples = write_samples(report_dir / SAMPLES_DIR, data.eval.pixels, held_out.kept, settings,
+                                evaluation["summary"]["severe_distortion_settings"])
     version = repository.next_version(repo)
     with timer.step("export"):
         exported = export_set(config, profile, data, version, created, teacher, student, detectors, held_out,
-                              fit.squeezer, evaluation)
+                              fit.squeezer, evaluation, samples)
 
     targets = issue_targets(profile, teacher, student, evaluation, exported.compute)
     timer.timings["total"], timer.cpu["total"] = timer.total, timer.total_cpu
@@ -85,6 +90,7 @@ def build(config: BuildConfig) -> BuildResult:
                                      cached="cache" in teacher.info or "cache" in student.info))
     report = build_report(config, profile, version, created, data, settings, pgd_steps, teacher, student, fit,
                           held_out, detectors, evaluation, exported, targets, timer)
+    report["samples"] = samples
     write_report(report_dir, report, curves)
     modules = {TEACHER: teacher.module, STUDENT: student.module, DETECTOR: detectors.members["detector"]}
     return BuildResult(version, repo, report_dir, evaluation["summary"], targets, modules)

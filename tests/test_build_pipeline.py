@@ -112,6 +112,38 @@ def test_report_covers_every_setting_and_method(built) -> None:
     assert any(t["target"].startswith("teacher test top-1") for t in report["targets"])
 
 
+def test_writes_held_out_sample_images(built) -> None:
+    """Clean, severe-distortion and flipping strongest-PGD evaluation images, named in report and manifests."""
+    from iqaguard.imaging import decode_image
+
+    report = json.loads((built.report_dir / "report.json").read_text())
+    folder = Path(report["samples"]["path"])
+    assert folder == (built.report_dir / "samples").resolve()
+    for member in BUILT_MEMBERS:
+        manifest = json.loads((built.repository / member / "1" / "manifest.json").read_text())
+        assert manifest["samples"] == report["samples"]
+    assert report["samples"]["adversarial_setting"] == "pgd eps=8/255"
+    files = {kind: sorted((folder / kind).glob("*.png")) for kind in ("clean", "distorted", "adversarial")}
+    assert {kind: len(paths) for kind, paths in files.items()} == report["samples"]["counts"]
+    assert all(0 < len(paths) <= 32 for paths in files.values()), files
+    pixels = {path.name: np.asarray(decode_image(path.read_bytes())) for paths in files.values() for path in paths}
+    assert all(array.shape == (28, 28, 3) for array in pixels.values())
+    assert all(path.name.startswith("pgd_eps8_") for path in files["adversarial"])
+    severe = report["evaluation"]["summary"]["severe_distortion_settings"]
+    assert {path.name.rsplit("_", 1)[0] for path in files["distorted"]} <= {
+        s.replace("=", "").replace(" ", "_") for s in severe} or not severe
+    # Each adversarial file is the evaluated PGD image of the clean file with the same index: within
+    # eps = 8 levels of it, different, and (the reason it was kept) answered differently by the teacher.
+    teacher = torch.jit.load(str(built.repository / TEACHER / "1" / "model.pt"))
+    for path in files["adversarial"]:
+        adversarial = pixels[path.name].astype(int)
+        clean = pixels[f"clean_{path.name.rsplit('_', 1)[1]}"].astype(int)
+        assert 0 < np.abs(adversarial - clean).max() <= 8
+        with torch.no_grad():
+            answers = teacher(torch.from_numpy(np.stack([adversarial, clean])).permute(0, 3, 1, 2).float() / 255)[0]
+        assert answers[0].argmax() != answers[1].argmax(), path.name
+
+
 def test_next_build_adds_a_version_and_prunes(built, tmp_path: Path) -> None:
     # A second build (random teacher: no training) into a copy of the repository keeps only the newest.
     repository = tmp_path / "model_repository"

@@ -71,9 +71,11 @@ def check_exports(files: dict[str, Path], teacher: torch.nn.Module, student: tor
 
 def export_set(config: BuildConfig, profile: Profile, data: Data, version: int, created: str, teacher: Teacher,
                student: Student, detectors: Detectors, held_out: HeldOutFeatures, squeezer: FeatureSqueezing,
-               evaluation: dict[str, object]) -> Exported:
+               evaluation: dict[str, object], samples: dict[str, object]) -> Exported:
     """Export, check and measure the members, then write them (with manifests, labels.txt and
-    preprocess.json) as `version` of the repository and prune old versions."""
+    preprocess.json) as `version` of the repository and prune old versions.
+
+    `samples`: what write_samples wrote (the manifests name the folder, so clients can find it)."""
     repo = Path(config.repository)
     detector = detectors.members["detector"]
     weights_kind = teacher.weights_kind
@@ -111,6 +113,7 @@ def export_set(config: BuildConfig, profile: Profile, data: Data, version: int, 
                         "student_agreement": student.agreement, "teacher_flops": student.teacher_flops,
                         "student_flops": student.student_flops, **evaluation["summary"]},
             "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+            "samples": samples,
         }
         for name, path in files.items():
             repository.write_member(repo, name, version, path, {**manifest, "member": name, "sha256": hashes[name]})

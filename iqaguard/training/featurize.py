@@ -16,6 +16,7 @@ from tqdm import tqdm
 from iqaguard.iqa import brisque
 from iqaguard.training.config import BuildConfig
 from iqaguard.training.data import ImageSet, as_float, batches
+from iqaguard.training.heldout_samples import KeptPixels
 from iqaguard.training.perturb import Perturbation, attack, distort
 from iqaguard.training.profiles import Profile
 from iqaguard.training.samples import CLEAN, Samples
@@ -83,8 +84,12 @@ def featurize_perturbed(
     seed: int,
     pgd_steps: int,
     desc: str,
+    keep: KeptPixels | None = None,
 ) -> tuple[Samples, np.ndarray]:
-    """Rows for every (image, setting): perturb (attacks target the teacher's clean answers), featurize."""
+    """Rows for every (image, setting): perturb (attacks target the teacher's clean answers), featurize.
+
+    `keep`, when given, is offered every evaluated batch of perturbed pixels (for the sample images).
+    """
     clean_predictions = clean.teacher_logits.argmax(1)
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -101,7 +106,11 @@ def featurize_perturbed(
                 perturbed = attack(featurizer.teacher, x, targets, setting, generator, pgd_steps)
             else:
                 perturbed = np.stack([distort(p, setting, rng) for p in as_float(images.pixels[part]).numpy()])
-            parts.append(featurizer(np.rint(perturbed * 255.0).astype(np.uint8)))
+            pixels = np.rint(perturbed * 255.0).astype(np.uint8)
+            parts.append(featurizer(pixels))
+            if keep is not None:
+                flipped = parts[-1]["teacher_logits"].argmax(1) != clean_predictions[part]
+                keep.offer(index, setting.is_attack, part.start, pixels, flipped)
             progress.update(part.stop - part.start)
         merged = _merge(parts)
         n = len(images)
@@ -137,6 +146,7 @@ class HeldOutFeatures:
     eval: Samples
     eval_fs: np.ndarray  # FS score (max distance) of each evaluation sample
     images: int  # how many evaluation images were perturbed
+    kept: KeptPixels  # a few evaluated perturbed images, for the build's sample folder
 
 
 def fit_features(config: BuildConfig, profile: Profile, data: Data, settings: Sequence[Perturbation],
@@ -174,8 +184,9 @@ def held_out_features(config: BuildConfig, profile: Profile, data: Data, setting
     offset = 10_000_000
     calib, calib_fs = featurize_clean(data.calib, featurizer, offset, "calibration clean")
     eval_clean, eval_clean_fs = featurize_clean(data.eval, featurizer, 2 * offset, "evaluation clean")
+    kept = KeptPixels.for_settings(settings)
     eval_perturbed, eval_perturbed_fs = featurize_perturbed(
         data.eval.subset(np.arange(eval_images)), eval_clean.select(np.arange(len(eval_clean)) < eval_images),
-        settings, featurizer, config.seed + 3, pgd_steps, "evaluation perturbed")
+        settings, featurizer, config.seed + 3, pgd_steps, "evaluation perturbed", kept)
     return HeldOutFeatures(calib, calib_fs, Samples.concat([eval_clean, eval_perturbed]),
-                           np.concatenate([eval_clean_fs.max(1), eval_perturbed_fs.max(1)]), eval_images)
+                           np.concatenate([eval_clean_fs.max(1), eval_perturbed_fs.max(1)]), eval_images, kept)
