@@ -2,7 +2,9 @@
 
 A pool folder holds one subfolder per kind: ``clean/``, ``distorted/``, ``adversarial/`` (e.g. the
 build's held-out samples, or ``python -m client.image_pool DIR`` to write the synthetic pool there).
-Without one, the synthetic pool is made in memory from scikit-image's sample photos:
+Without one named, the pool is the newest build's held-out samples (real PGD images that fooled its
+teacher; the folder the served teacher's latest manifest names under "samples") when that folder
+holds every kind. Otherwise it is the synthetic pool, made in memory from scikit-image's photos:
 
 - clean: the photos, as JPEG;
 - distorted: Gaussian blur, heavy JPEG compression, Gaussian noise (as JPEG q=90), 8× down-and-up
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +27,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from client.files import IMAGE_SUFFIXES
+from iqaguard.contract import TEACHER
+from iqaguard.server.repository import DEFAULT_REPOSITORY, latest_version
 
 KINDS = ("clean", "distorted", "adversarial")
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "colorwheel")
@@ -98,8 +103,11 @@ def _sign_noise(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.rint(perturbed * 255.0).astype(np.uint8))
 
 
-def synthetic_pool(seed: int = 0) -> ImagePool:
-    """Clean, distorted and synthetic-adversarial images made from scikit-image's sample photos."""
+def synthetic_pool(seed: int = 0, why: str = "") -> ImagePool:
+    """Clean, distorted and synthetic-adversarial images made from scikit-image's sample photos.
+
+    `why` (e.g. why no build samples were used) is added to the pool's origin.
+    """
     from skimage import data as samples
 
     rng = np.random.default_rng(seed)
@@ -119,22 +127,54 @@ def synthetic_pool(seed: int = 0) -> ImagePool:
             images["distorted"].append(PoolImage("distorted", name, _encode(distort(image), encoding)))
         adversarial = _encode(_sign_noise(image, rng), "PNG")
         images["adversarial"].append(PoolImage("adversarial", f"{photo}_sign-noise-8of255.png", adversarial))
-    origin = "synthetic: scikit-image photos, Pillow distortions, random-sign noise as stand-in adversarials"
+    origin = "synthetic pool: scikit-image photos, Pillow distortions, random-sign noise as stand-in adversarials"
+    if why:
+        origin += f"; {why}"
     return ImagePool({kind: tuple(items) for kind, items in images.items()}, origin)
 
 
-def load_pool(folder: Path) -> ImagePool:
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_pool(folder: Path, origin: str = "") -> ImagePool:
     """Read a pool folder with clean/, distorted/ and adversarial/ subfolders of image files."""
     images = {}
     for kind in KINDS:
-        files = sorted(p for p in (folder / kind).glob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        images[kind] = tuple(PoolImage(kind, f"{kind}/{p.name}", p.read_bytes()) for p in files)
-    return ImagePool(images, f"folder {folder}")
+        images[kind] = tuple(PoolImage(kind, f"{kind}/{p.name}", p.read_bytes()) for p in _image_files(folder / kind))
+    return ImagePool(images, origin or f"folder {folder}")
 
 
-def image_pool(folder: str | Path | None = None, seed: int = 0) -> ImagePool:
-    """The pool in `folder` when given, else the synthetic pool."""
-    return load_pool(Path(folder)) if folder else synthetic_pool(seed)
+def build_samples(repository: Path) -> tuple[Path | None, str]:
+    """The newest build's sample folder (named by the served teacher's latest manifest) and a description,
+    or (None, why not) when there is none or it lacks a kind."""
+    version = latest_version(repository / TEACHER)
+    if version is None:
+        return None, f"no built teacher in {repository}"
+    manifest_path = repository / TEACHER / str(version) / "manifest.json"
+    if not manifest_path.is_file():
+        return None, f"no {manifest_path} (a teacher not made by the build)"
+    try:
+        samples = json.loads(manifest_path.read_text()).get("samples")
+    except (OSError, ValueError) as error:
+        return None, f"cannot read {manifest_path}: {error}"
+    if not isinstance(samples, dict) or not samples.get("path"):
+        return None, f"{manifest_path} names no sample folder (built before builds wrote samples)"
+    folder = Path(samples["path"])
+    missing = [kind for kind in KINDS if not (folder / kind).is_dir() or not _image_files(folder / kind)]
+    if missing:
+        return None, f"build samples {folder} lack {', '.join(missing)} images"
+    return folder, f"build held-out samples of teacher version {version}: {folder}"
+
+
+def image_pool(
+    folder: str | Path | None = None, seed: int = 0, repository: str | Path = DEFAULT_REPOSITORY
+) -> ImagePool:
+    """The pool in `folder` when given; else the samples of the build in `repository`; else the synthetic pool."""
+    if folder:
+        return load_pool(Path(folder))
+    samples, description = build_samples(Path(repository))
+    return load_pool(samples, description) if samples else synthetic_pool(seed, why=description)
 
 
 def write_pool(pool: ImagePool, folder: Path) -> None:

@@ -7,6 +7,8 @@ the embedded server on --repository (free ports) for the run and stops it afterw
 `locust -f client/locustfile.py --headless ...` as a subprocess, writes <out>/<name>_stats.csv,
 _failures.csv, _exceptions.csv, _stats_history.csv and <out>/<name>.html, and
 exits with Locust's status (non-zero when any request failed). Arguments after `--` go to Locust.
+The image pool is the held-out samples of --repository's newest build when it has them (else a
+synthetic pool; `-- --pool-dir DIR` picks a folder); the run prints which.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def locust_command(args: argparse.Namespace, grpc_url: str, http_url: str) -> li
         str(Path(sys.executable).parent / "locust"), "-f", str(LOCUSTFILE), "--headless",
         "--users", str(args.users), "--spawn-rate", str(args.spawn_rate or args.users), "--run-time", args.duration,
         "--stop-timeout", "10", "--csv", str(prefix), "--csv-full-history", "--html", f"{prefix}.html",
-        "--only-summary", "--grpc-url", grpc_url, "--http-url", http_url, *args.locust_args,
+        "--only-summary", "--grpc-url", grpc_url, "--http-url", http_url,
+        "--model-repository", str(args.repository), *args.locust_args,
     ]  # fmt: skip
 
 
@@ -50,7 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", default="30s", help="Locust run time, e.g. 30s, 2m (default: 30s)")
     parser.add_argument("--grpc-url", default="127.0.0.1:8001", help="default: %(default)s")
     parser.add_argument("--http-url", default="127.0.0.1:8000", help="default: %(default)s")
-    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="served when no server runs")
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=DEFAULT_REPOSITORY,
+        help="served when no server runs; its build's held-out samples are the image pool",
+    )
     parser.add_argument("--no-serve", action="store_true", help="fail instead of starting the embedded server")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder (default: reports/locust)")
     parser.add_argument("--name", default="loadtest", help="report file prefix (default: %(default)s)")

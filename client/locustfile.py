@@ -9,7 +9,9 @@ request_type "gRPC" or "HTTP" and name "robust_classifier [<kind>]"; a verdict o
 adversarial is a successful answer, an error (or an unexpected response) a failure.
 
 Knobs (Locust options, or the environment variables in brackets):
-  --pool-dir DIR [IQAGUARD_POOL_DIR]            clean/ distorted/ adversarial/ images (default: synthetic pool)
+  --pool-dir DIR [IQAGUARD_POOL_DIR]            clean/ distorted/ adversarial/ images (default: the samples of
+                                                the build in --model-repository, else a synthetic pool)
+  --model-repository DIR [IQAGUARD_REPOSITORY]  the served repository, whose build's samples are the default pool
   --kind-weights C,D,A [IQAGUARD_KIND_WEIGHTS]  how often each kind is sent (default 6,3,1)
   --grpc-weight N, --http-weight N              share of users per protocol (default 1 each); run only one
                                                 protocol by naming its class: `locust ... TritonGrpcUser`
@@ -37,6 +39,7 @@ from client.image_pool import ImagePool, image_pool, kind_weights  # noqa: E402
 from client.results import ClassificationError  # noqa: E402
 from client.sync_client import Classifier  # noqa: E402
 from iqaguard.contract import ENSEMBLE  # noqa: E402
+from iqaguard.server.repository import DEFAULT_REPOSITORY  # noqa: E402
 
 _pool: ImagePool | None = None
 
@@ -48,7 +51,12 @@ def _add_options(parser: Any) -> None:
     group.add_argument("--http-url", default="127.0.0.1:8000", env_var="IQAGUARD_HTTP_URL", help="HTTP host:port")
     group.add_argument(
         "--pool-dir", default="", env_var="IQAGUARD_POOL_DIR",
-        help="folder with clean/, distorted/, adversarial/ images (default: a synthetic pool)",
+        help="folder with clean/, distorted/, adversarial/ images (default: the held-out samples of the build in "
+             "--model-repository, else a synthetic pool)",
+    )  # fmt: skip
+    group.add_argument(
+        "--model-repository", default=str(DEFAULT_REPOSITORY), env_var="IQAGUARD_REPOSITORY",
+        help="the served model repository; its teacher's latest manifest names the build's sample folder",
     )  # fmt: skip
     group.add_argument(
         "--kind-weights", default="6,3,1", env_var="IQAGUARD_KIND_WEIGHTS",
@@ -75,7 +83,7 @@ def _configure(environment: Environment, **_kwargs: object) -> None:
     if options.grpc_weight < 1 or options.http_weight < 1:
         raise ValueError("user weights must be >= 1; to run one protocol only, name its user class")
     TritonGrpcUser.weight, TritonHttpUser.weight = options.grpc_weight, options.http_weight
-    _pool = image_pool(options.pool_dir or None)
+    _pool = image_pool(options.pool_dir or None, repository=options.model_repository)
     print(f"iqaguard locust: image pool: {_pool.describe()}", flush=True)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import random
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 from images import bad_images, encode
 from PIL import Image
 
-from client.image_pool import KINDS, image_pool, kind_weights, load_pool, synthetic_pool, write_pool
+from client.image_pool import KINDS, build_samples, image_pool, kind_weights, load_pool, synthetic_pool, write_pool
 from client.loadtest import read_stats
 from iqaguard.imaging import decode_image
 from iqaguard.server.process import TritonServer
@@ -52,10 +53,43 @@ def test_pool_picks_kinds_by_weight_and_refuses_an_empty_kind(tmp_path: Path) ->
             kind_weights(bad)
 
 
+def test_default_pool_is_the_builds_samples_named_by_the_teacher_manifest(tmp_path: Path) -> None:
+    repository = tmp_path / "model_repository"
+    old, new = repository / "teacher" / "2", repository / "teacher" / "3"
+    for version in (old, new):
+        version.mkdir(parents=True)
+        (version / "model.pt").write_bytes(b"not read")
+    assert "a teacher not made by the build" in build_samples(repository)[1]
+    (new / "manifest.json").write_text(json.dumps({"profile": "fashion"}))  # built before samples existed
+    assert "names no sample folder" in build_samples(repository)[1]
+    assert "no built teacher" in build_samples(tmp_path / "nowhere")[1]
+    samples = tmp_path / "reports" / "fashion" / "samples"
+    for kind in KINDS:
+        (samples / kind).mkdir(parents=True)
+        for index in range(2):
+            image = Image.fromarray(np.full((28, 28, 3), 40 * index + len(kind), np.uint8))
+            image.save(samples / kind / f"{kind}_{index:04d}.png")
+    (old / "manifest.json").write_text(json.dumps({"samples": {"path": str(tmp_path / "elsewhere")}}))
+    (new / "manifest.json").write_text(json.dumps({"samples": {"path": str(samples), "counts": {}}}))
+    pool = image_pool(repository=repository)  # the latest version's manifest decides
+    assert pool.origin == f"build held-out samples of teacher version 3: {samples}"
+    assert {kind: [image.name for image in pool.images[kind]] for kind in KINDS} == {
+        kind: [f"{kind}/{kind}_0000.png", f"{kind}/{kind}_0001.png"] for kind in KINDS
+    }
+    assert "synthetic" not in pool.describe()
+    assert image_pool(tmp_path / "reports" / "fashion" / "samples", repository=tmp_path).origin.startswith("folder ")
+    for path in (samples / "adversarial").iterdir():
+        path.unlink()
+    assert build_samples(repository) == (None, f"build samples {samples} lack adversarial images")
+    fallback = image_pool(repository=repository)
+    assert fallback.origin.startswith("synthetic pool") and "lack adversarial images" in fallback.origin
+
+
 def run_loadtest(server: TritonServer, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     command = [
         sys.executable, "-m", "client.loadtest", "--no-serve", "--users", "4", "--duration", "5s",
-        "--grpc-url", server.grpc_url, "--http-url", server.http_url, "--out", str(out), "--", *extra,
+        "--grpc-url", server.grpc_url, "--http-url", server.http_url, "--repository", str(server.options.repository),
+        "--out", str(out), "--", *extra,
     ]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
@@ -76,7 +110,8 @@ def test_headless_loadtest_counts_every_request_type_without_failures(
         assert float(rows[key]["Average Content Size"]) > 0, key  # response_length was reported
     assert int(rows[("", "Aggregated")]["Failure Count"]) == 0
     assert (tmp_path / "loadtest.html").stat().st_size > 0
-    assert "synthetic" in result.stdout + result.stderr  # the pool says where its images came from
+    # The pool says where its images came from: the fixture repository's manifests name no build samples.
+    assert "synthetic pool" in result.stdout + result.stderr
 
 
 @pytest.mark.integration
