@@ -15,23 +15,11 @@ import zipfile
 from pathlib import Path
 
 from iqaguard.contract import DETECTOR, MODEL_FILE, STUDENT, TEACHER
-from iqaguard.server.repository import DEFAULT_REPOSITORY, missing_artifacts
+from iqaguard.server.repository import DEFAULT_REPOSITORY, copy_checked_in, missing_artifacts
 
 PROFILE = "imagenet"
 PURPOSE = "speed benchmark only (random weights, meaningless answers)"
 DEFAULT_BENCH_REPOSITORY = DEFAULT_REPOSITORY.parent / ".cache" / "bench" / "imagenet-random" / "model_repository"
-
-
-def copy_configs(source: Path, target: Path) -> None:
-    """Copy the checked-in parts of a repository: every config.pbtxt and the Python-backend model.py files."""
-    for config in source.glob("*/config.pbtxt"):
-        (target / config.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(config, target / config.parent.name / "config.pbtxt")
-        for code in config.parent.glob("[0-9]*/model.py"):
-            (target / config.parent.name / code.parent.name).mkdir(exist_ok=True)
-            shutil.copy2(code, target / config.parent.name / code.parent.name / "model.py")
-        if 'platform: "ensemble"' in config.read_text():
-            (target / config.parent.name / "1").mkdir(exist_ok=True)
 
 
 def artifact_meta(model_file: Path) -> dict[str, object]:
@@ -68,7 +56,7 @@ def write_speed_repository(target: Path, size: tuple[int, int] = (224, 224), see
     }
     if target.exists():
         shutil.rmtree(target)
-    copy_configs(DEFAULT_REPOSITORY, target)
+    copy_checked_in(DEFAULT_REPOSITORY, target)
     with tempfile.TemporaryDirectory() as scratch:
         for name, module in modules.items():
             meta = make_meta(PROFILE, "random", purpose=PURPOSE, input_size=list(size))

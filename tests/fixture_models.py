@@ -7,14 +7,13 @@ nothing outside the tests uses them.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from iqaguard.contract import IQA_DIM, LABELS_FILE, MODEL_FILE, PREPROCESS_FILE
-from iqaguard.server.repository import DEFAULT_REPOSITORY
+from iqaguard.server.repository import DEFAULT_REPOSITORY, copy_checked_in
 
 FIXTURE_META = {"profile": "test-fixture", "weights": "random"}
 FIXTURE_CLASSES = [f"fixture_class_{index}" for index in range(10)]
@@ -83,12 +82,7 @@ def fixture_modules(seed: int = 0) -> dict[str, torch.jit.ScriptModule]:
 
 def write_fixture_repository(target: Path, seed: int = 0) -> Path:
     """Copy the checked-in configs to `target` and add fixture members, labels and preprocess.json."""
-    for config in DEFAULT_REPOSITORY.glob("*/config.pbtxt"):
-        (target / config.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(config, target / config.parent.name / "config.pbtxt")
-    (target / "iqa_preprocess" / "1").mkdir()
-    shutil.copy2(DEFAULT_REPOSITORY / "iqa_preprocess" / "1" / "model.py", target / "iqa_preprocess" / "1")
-    (target / "robust_classifier" / "1").mkdir(exist_ok=True)
+    copy_checked_in(DEFAULT_REPOSITORY, target)
     extra = {"meta.json": json.dumps(FIXTURE_META)}
     for name, module in fixture_modules(seed).items():
         (target / name / "1").mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from scipy.ndimage import median_filter as scipy_median
 from iqaguard.imaging import to_pixels
 from iqaguard.models.networks import MissingWeightsError, SmallResNet, SmallStudent, imagenet_teacher
 from iqaguard.models.wrappers import PixelClassifier, TeacherModule, export_torchscript, make_meta, read_meta
+from iqaguard.server.repository import versions
 from iqaguard.training import repository
 from iqaguard.training.data import grey_to_pixels, load_folder, read_idx
 from iqaguard.training.distill import distill
@@ -234,7 +235,7 @@ def test_versions_are_shared_written_whole_and_pruned(tmp_path: Path) -> None:
     assert (repo / "robust_classifier" / "labels.txt").read_text() == "a\nb\n"
     assert json.loads((repo / "iqa_preprocess" / "preprocess.json").read_text()) == {"height": 28, "width": 32}
     removed = repository.prune(repo, keep=2)
-    assert repository.versions(repo / "teacher") == [6, 7] and repository.versions(repo / "student") == [6, 7]
+    assert versions(repo / "teacher") == [6, 7] and versions(repo / "student") == [6, 7]
     assert len(removed) == 4
     assert json.loads((repo / "detector" / "7" / "manifest.json").read_text()) == {"version": 7}
     assert not list(repo.glob("*/.building-*"))

@@ -19,8 +19,9 @@ from iqaguard.contract import BUILT_MEMBERS, DETECTOR, STUDENT, TEACHER, VERDICT
 from iqaguard.iqa import brisque
 from iqaguard.models.wrappers import read_meta
 from iqaguard.pipeline import build_model_set, main
+from iqaguard.server.repository import copy_checked_in, versions
 from iqaguard.training.data import FASHION_DIR, FASHION_LABELS
-from iqaguard.training.repository import is_built, sha256, versions
+from iqaguard.training.repository import is_built, sha256
 
 REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
 SMALL = {
@@ -31,13 +32,7 @@ SMALL = {
 
 def empty_repository(target: Path) -> Path:
     """The checked-in part of the model repository only (configs, Python-backend code), as a fresh clone has it."""
-
-    def built_artifacts(folder: str, names: list[str]) -> list[str]:
-        member = Path(folder).name in BUILT_MEMBERS
-        return [n for n in names if (member and n.isdigit()) or n in ("labels.txt", "preprocess.json", "__pycache__")]
-
-    shutil.copytree(REPOSITORY, target, ignore=built_artifacts)
-    return target
+    return copy_checked_in(REPOSITORY, target)
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,14 @@ import tritonclient.grpc.aio as grpcaio
 from fixture_models import FIXTURE_SIZE
 from images import bad_images, encode
 
-from client.bench_repository import artifact_meta, copy_configs
+from client.bench_repository import artifact_meta
 from client.benchmark import ratios
 from client.inprocess import InProcessPipeline
 from client.loadgen import LoadResult, ensemble_call, measure, teacher_call
 from iqaguard.contract import ENSEMBLE, ENSEMBLE_OUTPUTS, INPUT_IMAGE
 from iqaguard.imaging import InvalidImageError, bytes_to_pixels
 from iqaguard.server.process import TritonServer
-from iqaguard.server.repository import DEFAULT_REPOSITORY
+from iqaguard.server.repository import DEFAULT_REPOSITORY, copy_checked_in
 
 
 def test_measure_counts_errors_and_honours_a_duration() -> None:
@@ -55,7 +55,7 @@ def test_ratios_per_level_and_at_peak() -> None:
 
 
 def test_speed_repository_parts(tmp_path: Path, fixture_repository: Path) -> None:
-    copy_configs(DEFAULT_REPOSITORY, tmp_path)
+    copy_checked_in(DEFAULT_REPOSITORY, tmp_path)
     assert {path.parent.name for path in tmp_path.glob("*/config.pbtxt")} == {
         "iqa_preprocess", "teacher", "student", "detector", "robust_classifier",
     }  # fmt: skip

@@ -12,7 +12,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from iqaguard.server.process import free_port
-from iqaguard.server.repository import missing_artifacts
+from iqaguard.server.repository import DEFAULT_REPOSITORY, copy_checked_in, missing_artifacts
 
 pytestmark = pytest.mark.integration
 
@@ -40,11 +40,7 @@ def _wait_for_line(log: Path, needle: str, process: subprocess.Popen[bytes], tim
 
 
 def _configs_only(tmp_path: Path) -> Path:
-    repository = tmp_path / "model_repository"
-    for config in (Path(__file__).parents[1] / "model_repository").glob("*/config.pbtxt"):
-        (repository / config.parent.name).mkdir(parents=True)
-        (repository / config.parent.name / "config.pbtxt").write_bytes(config.read_bytes())
-    return repository
+    return copy_checked_in(DEFAULT_REPOSITORY, tmp_path / "model_repository")
 
 
 def test_broken_ensemble_wiring_is_refused_before_starting(tmp_path: Path) -> None:

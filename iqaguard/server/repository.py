@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from iqaguard.contract import BUILT_MEMBERS, ENSEMBLE, LABELS_FILE, MODEL_FILE, PREPROCESS_FILE, PREPROCESSOR
@@ -10,14 +11,30 @@ from iqaguard.contract import BUILT_MEMBERS, ENSEMBLE, LABELS_FILE, MODEL_FILE, 
 DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 
 
+def copy_checked_in(source: Path, target: Path) -> Path:
+    """Copy a repository's checked-in part (configs, Python-backend model.py files, ensemble version dirs)."""
+    for config in source.glob("*/config.pbtxt"):
+        (target / config.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(config, target / config.parent.name / "config.pbtxt")
+        for code in config.parent.glob("[0-9]*/model.py"):
+            (target / config.parent.name / code.parent.name).mkdir(exist_ok=True)
+            shutil.copy2(code, target / config.parent.name / code.parent.name / "model.py")
+        if 'platform: "ensemble"' in config.read_text():
+            (target / config.parent.name / "1").mkdir(exist_ok=True)
+    return target
+
+
+def versions(model_dir: Path) -> list[int]:
+    """The numbered version directories of one model, ascending."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
 def latest_version(model_dir: Path) -> int | None:
-    """Newest numeric version directory holding a model file, or None."""
-    versions = [
-        int(child.name)
-        for child in model_dir.iterdir()
-        if child.is_dir() and child.name.isdigit() and (child / MODEL_FILE).is_file()
-    ] if model_dir.is_dir() else []
-    return max(versions, default=None)
+    """Newest numbered version directory holding a model file, or None."""
+    built = [version for version in versions(model_dir) if (model_dir / str(version) / MODEL_FILE).is_file()]
+    return max(built, default=None)
 
 
 def missing_artifacts(repository: Path) -> list[str]:

@@ -23,6 +23,7 @@ from iqaguard.contract import (
     PREPROCESS_FILE,
     PREPROCESSOR,
 )
+from iqaguard.server.repository import latest_version, versions
 
 MANIFEST_FILE = "manifest.json"
 
@@ -34,13 +35,6 @@ def sha256(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def versions(member_dir: Path) -> list[int]:
-    """The numbered version directories of one member, ascending."""
-    if not member_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in member_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 def next_version(repository: Path, members: Sequence[str] = BUILT_MEMBERS) -> int:
@@ -107,9 +101,7 @@ def prune(repository: Path, keep: int, members: Sequence[str] = BUILT_MEMBERS) -
 def is_built(repository: str | Path) -> bool:
     """True when every built member has a version with a model.pt and both set files exist."""
     repository = Path(repository)
-    members_ok = all(
-        any((repository / m / str(v) / MODEL_FILE).is_file() for v in versions(repository / m)) for m in BUILT_MEMBERS
-    )
+    members_ok = all(latest_version(repository / m) is not None for m in BUILT_MEMBERS)
     return members_ok and (repository / ENSEMBLE / LABELS_FILE).is_file() and (
         repository / PREPROCESSOR / PREPROCESS_FILE
     ).is_file()
