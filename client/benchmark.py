@@ -38,11 +38,12 @@ import tritonclient.grpc.aio as grpcaio
 from PIL import Image
 
 from client.bench_repository import DEFAULT_BENCH_REPOSITORY, artifact_meta, speed_repository
-from client.embedded import Endpoints, embedded_server, is_ready
+from client.embedded import Endpoints, embedded_server
 from client.inprocess import InProcessPipeline
 from client.loadgen import TABLE_HEADER, LoadResult, add_run_options, amount, ensemble_call, measure, teacher_call
 from iqaguard.contract import BUILT_MEMBERS, MODEL_FILE, PREPROCESSOR
 from iqaguard.imaging import bytes_to_pixels
+from iqaguard.server.process import server_ready
 from iqaguard.server.repository import DEFAULT_REPOSITORY, latest_version
 from iqaguard.serving.preprocessing import read_input_size
 
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     if args.url:
-        if args.http_url and not is_ready(args.http_url):
+        if args.http_url and not server_ready(args.http_url):
             raise SystemExit(f"no Triton server ready at {args.http_url}")
         results = asyncio.run(run(args, Endpoints(args.url, args.http_url or ""), repository, image, facts))
     else:

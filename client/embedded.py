@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from iqaguard.server.process import ServerOptions, TritonServer, free_port
+from iqaguard.server.process import ServerOptions, TritonServer, free_port, server_ready
 from iqaguard.server.repository import missing_artifacts
 
 
@@ -21,15 +19,6 @@ class Endpoints:
     http_url: str
     metrics_url: str | None = None
     started_here: bool = False
-
-
-def is_ready(http_url: str, timeout_s: float = 2.0) -> bool:
-    """Whether a Triton server answers /v2/health/ready at http_url (host:port)."""
-    try:
-        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=timeout_s) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
 
 
 @contextlib.contextmanager
@@ -60,7 +49,7 @@ def server_for(
     grpc_url: str, http_url: str, repository: Path, log_path: Path, serve: bool = True
 ) -> Iterator[Endpoints]:
     """The server at the given URLs when it is ready; otherwise (when `serve`) an embedded one."""
-    if is_ready(http_url):
+    if server_ready(http_url):
         yield Endpoints(grpc_url, http_url)
         return
     if not serve:

@@ -32,6 +32,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def server_ready(http_url: str, timeout_s: float = 2.0) -> bool:
+    """Whether a Triton server answers /v2/health/ready with 200 at http_url (host:port, no scheme)."""
+    try:
+        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=timeout_s) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
 def has_gpu() -> bool:
     """Whether an NVIDIA GPU is visible (the device nodes exist)."""
     return Path("/dev/nvidiactl").exists()
@@ -113,13 +122,8 @@ class TritonServer:
         )
 
     def is_ready(self) -> bool:
-        """Whether /v2/health/ready answers 200."""
-        url = f"http://{self.http_url}/v2/health/ready"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
+        """Whether this server's /v2/health/ready answers 200."""
+        return server_ready(self.http_url)
 
     def wait_ready(self, timeout: float = 180.0) -> float:
         """Block until ready; return seconds waited. Raises ServerStartError if it exits or times out."""
