@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import urllib.request
 from pathlib import Path
 from types import ModuleType
@@ -169,7 +170,13 @@ def test_dynamic_batching_happens_under_concurrency(triton_server: TritonServer,
 
     before = snapshot()
     asyncio.run(burst())
+    # A member's statistics are recorded after it releases its response, so the ensemble's answer can
+    # arrive before the last member's counters move: let them settle (bounded) before reading.
+    deadline = time.monotonic() + 10
     after = snapshot()
+    while time.monotonic() < deadline and any(after[m][1] - before[m][1] < 32 for m in members):
+        time.sleep(0.1)
+        after = snapshot()
     for model in members:
         executions = after[model][0] - before[model][0]
         successes = after[model][1] - before[model][1]
