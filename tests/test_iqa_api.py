@@ -35,14 +35,31 @@ def test_deterministic_and_batch_independent(photos: np.ndarray) -> None:
     first = brisque(photos)
     np.testing.assert_array_equal(first, brisque(photos.copy()))
     one_by_one = np.concatenate([brisque(photos[i : i + 1]) for i in range(len(photos))])
-    np.testing.assert_allclose(one_by_one, first, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(one_by_one, first)  # batch invariance is exact by construction
+
+
+@pytest.mark.parametrize("size", [(28, 28), (32, 32), (64, 80), (7, 5), (130, 120)])
+def test_an_image_scores_the_same_in_any_batch_at_any_position(size: tuple[int, int]) -> None:
+    """Bit for bit: alone, at every position of shuffled batches of every size, and at odd memory offsets."""
+    rng = np.random.default_rng(3)
+    images = rng.random((12, 3, *size), dtype=np.float32)
+    images[5] = images[4]  # two identical images in one batch must get identical rows
+    alone = np.concatenate([brisque(images[i : i + 1]) for i in range(len(images))])
+    for batch_size in (2, 3, 5, 12):
+        order = rng.permutation(len(images))[:batch_size]
+        np.testing.assert_array_equal(brisque(images[order]), alone[order])
+    np.testing.assert_array_equal(brisque(images)[5], brisque(images)[4])
+    for offset in (1, 3, 7):  # rows that start off any SIMD alignment
+        buffer = np.empty(images.size + 16, np.float32)[offset : offset + images.size].reshape(images.shape)
+        buffer[...] = images
+        np.testing.assert_array_equal(brisque(buffer), alone)
 
 
 def test_chunked_batches_equal_whole_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     x = np.random.default_rng(0).random((10, 3, 28, 28), dtype=np.float32)
     whole = brisque(x)
     monkeypatch.setattr(quality, "_CHUNK_PIXELS", 3 * 28 * 28)  # chunks of 3 images
-    np.testing.assert_allclose(brisque(x), whole, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(brisque(x), whole)
 
 
 def test_torch_input_equals_numpy(photos: np.ndarray) -> None:

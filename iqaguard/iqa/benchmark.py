@@ -3,8 +3,10 @@
     python -m iqaguard.iqa.benchmark            (or: make bench-iqa)
 
 Prints milliseconds per 224x224 image for both (single-image calls, median wall time and CPU time),
-the ratio, batched 224x224 throughput, and small-image batch throughput (28x28 Fashion-MNIST when
-its Debian package is installed, 32x32 photo crops). All BLAS/OpenMP pools are limited to one
+the ratio, batched 224x224 throughput, small-image batch throughput (28x28 Fashion-MNIST when
+its Debian package is installed, 32x32 photo crops), and what batch invariance costs: an image's
+features are computed with per-image matrix products, which the run checks bit for bit and times
+against one fused product over the batch. All BLAS/OpenMP pools are limited to one
 thread: the module re-executes itself with the thread variables set, since numpy reads them at import.
 """
 
@@ -175,6 +177,33 @@ def main(argv: list[str] | None = None) -> None:
               f"images/s, cpu {t.cpu_ms / len(images) * 1e3:.1f} us/image)")
         print(f"  brisque 0.2.0         {r.median_ms * 1e3:8.1f} us/image  (one image per call)  "
               f"speed-up {r.median_ms * 1e3 / per_image_us:.0f} x")
+    report_invariance(small[0][1], brisque)
+
+
+def report_invariance(images, brisque: Callable) -> None:
+    """Check batch invariance on `images` and time the blur step both ways (the only place it costs)."""
+    import numpy as np
+
+    from iqaguard.iqa.features import _band_matrix, gaussian_blur
+
+    order = np.random.default_rng(0).permutation(len(images))[:256]
+    alone = np.concatenate([brisque(images[i : i + 1]) for i in order[:32]])
+    mixed = brisque(images[order])[:32]
+    identical = np.array_equal(alone, mixed)
+    grey = images[:, 0].copy()
+    n, h, w = grey.shape
+    band_h, band_w = _band_matrix(h), _band_matrix(w)
+
+    def fused() -> None:  # one GEMM per axis over the whole batch: rows are not batch-invariant
+        (np.matmul(band_h, grey).reshape(n * h, w) @ band_w.T).reshape(n, h, w)
+
+    per_image = measure(lambda: gaussian_blur(grey), calls=5, warmup=1)
+    one_gemm = measure(fused, calls=5, warmup=1)
+    print(f"\nbatch invariance ({h}x{w}, batches of {n})")
+    print(f"  same image alone and at other batch positions: {'bit-identical' if identical else 'DIFFERENT'}")
+    print(f"  blur step, per-image products (served)  {per_image.median_ms / n * 1e3:8.2f} us/image")
+    print(f"  blur step, one GEMM over the batch      {one_gemm.median_ms / n * 1e3:8.2f} us/image  "
+          f"(invariance costs {per_image.median_ms / one_gemm.median_ms:.2f} x on this step)")
 
 
 if __name__ == "__main__":

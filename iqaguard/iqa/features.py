@@ -67,11 +67,14 @@ def _band_matrix(n: int) -> np.ndarray:
 
 def _blur_axis(x: np.ndarray, axis: int) -> np.ndarray:
     """Zero-padded 'same' Gaussian filtering of ``x`` [B, H, W] along axis 1 or 2."""
-    b, h, w = x.shape
+    _, h, w = x.shape
+    # Matrix products are broadcast over the batch: numpy calls BLAS once per image with the same
+    # shapes, so an image's result does not depend on the batch it is in (one GEMM over the whole
+    # batch would pick kernels by batch size and row position).
     if axis == 1 and h <= _MATMUL_MAX_ROWS:
         return np.matmul(_band_matrix(h), x)
     if axis == 2 and w <= _MATMUL_MAX_COLS:
-        return (x.reshape(b * h, w) @ _band_matrix(w).T).reshape(b, h, w)  # one GEMM for the batch
+        return np.matmul(x, _band_matrix(w).T)
     n = x.shape[axis]
     pad_shape = list(x.shape)
     pad_shape[axis] += 2 * _HALF
@@ -138,7 +141,8 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def _row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.matmul(a[:, None, :], b[:, :, None])[:, 0, 0]  # BLAS: faster than einsum or sum
+    """Per-row dot products of a, b [B, n]: one BLAS dot per row (batch-invariant, faster than einsum)."""
+    return np.matmul(a[:, None, :], b[:, :, None])[:, 0, 0]
 
 
 def _moments(x: np.ndarray) -> np.ndarray:
@@ -148,7 +152,7 @@ def _moments(x: np.ndarray) -> np.ndarray:
     if flat.shape[1] == 0:
         return out
     a = np.abs(flat)
-    out[:, 0] = a @ np.ones(flat.shape[1], np.float32)
+    out[:, 0] = np.matmul(a[:, None, :], np.ones((flat.shape[1], 1), np.float32))[:, 0, 0]  # per-row BLAS dot
     out[:, 1] = _row_dot(a, a)
     signed = _row_dot(flat, a)  # sum over x >= 0 minus sum over x < 0 of x^2
     out[:, 2] = np.clip(0.5 * (out[:, 1] - signed), 0.0, out[:, 1])
@@ -235,12 +239,11 @@ def _half_matrix(n: int) -> np.ndarray:
 
 
 def _half_axis(x: np.ndarray, axis: int) -> np.ndarray:
-    b, h, w = x.shape
-    if axis == 1 and h <= _MATMUL_MAX_ROWS:
+    _, h, w = x.shape
+    if axis == 1 and h <= _MATMUL_MAX_ROWS:  # per-image products, as in _blur_axis
         return np.matmul(_half_matrix(h), x)
     if axis == 2 and w <= _MATMUL_MAX_COLS:
-        matrix = _half_matrix(w)
-        return (x.reshape(b * h, w) @ matrix.T).reshape(b, h, len(matrix))
+        return np.matmul(x, _half_matrix(w).T)
     n = x.shape[axis]
     m = _half_taps(n)[0]
     # padded[k] = x[k - 1] with clamped indices; output i's four taps are padded[2i .. 2i + 3].

@@ -47,7 +47,12 @@ def to_grey(pixels: Any) -> np.ndarray:
     elif x.dtype != np.float32:
         x = x.astype(np.float32)
     if x.shape[1] == 3:
-        grey = np.einsum("c,nchw->nhw", LUMA_WEIGHTS * np.float32(scale), x)
+        # Separate multiply and add ufuncs round every pixel alike wherever it sits in memory
+        # (einsum's SIMD loops fuse multiply-add in the body but not in the tail: batch-dependent).
+        weights = LUMA_WEIGHTS * np.float32(scale)
+        grey = x[:, 0] * weights[0]
+        grey += x[:, 1] * weights[1]
+        grey += x[:, 2] * weights[2]
     else:
         grey = x[:, 0] * np.float32(scale)
     np.fmax(grey, 0.0, out=grey)  # fmax/fmin drop NaN for the bound: NaN -> 0, +inf -> 1

@@ -33,9 +33,12 @@ class QualityModel:
         """BRISQUE scores (float64 [N]) of raw feature rows ``features`` [N, 36]."""
         z = self.scale(np.asarray(features, np.float64))
         sv = self.support_vectors
-        sq_dist = (z * z).sum(axis=1)[:, None] + (sv * sv).sum(axis=1)[None, :] - 2.0 * (z @ sv.T)
+        # Products are broadcast per row (one BLAS call per row, same shapes whatever the batch),
+        # so a row's score does not depend on the rows beside it.
+        cross = np.matmul(z[:, None, :], sv.T)[:, 0]
+        sq_dist = (z * z).sum(axis=1)[:, None] + (sv * sv).sum(axis=1)[None, :] - 2.0 * cross
         np.maximum(sq_dist, 0.0, out=sq_dist)
-        return np.exp(-self.gamma * sq_dist) @ self.dual_coef - self.rho
+        return np.matmul(np.exp(-self.gamma * sq_dist)[:, None, :], self.dual_coef[:, None])[:, 0, 0] - self.rho
 
 
 @cache
