@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import iqaguard.torchscript_backend as torchscript_backend
+from iqaguard.cache import cache_dir
 
 
 class TritonNotInstalledError(RuntimeError):
@@ -74,10 +75,8 @@ def _backend_sources(install: TritonInstall) -> dict[str, Path]:
 
 
 def default_cache_dir() -> Path:
-    """Where assembled backend directories are kept ($IQAGUARD_CACHE_DIR or ~/.cache/iqaguard)."""
-    configured = os.environ.get("IQAGUARD_CACHE_DIR")
-    base = Path(configured) if configured else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base if configured else base / "iqaguard"
+    """Where assembled backend directories are kept: the project's cache root (iqaguard.cache)."""
+    return cache_dir("backends")
 
 
 def assemble_backend_directory(install: TritonInstall, cache_dir: Path | None = None) -> Path:

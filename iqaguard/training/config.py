@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from iqaguard.cache import cache_dir
 from iqaguard.contract import DETECTOR, STUDENT, TEACHER
 from iqaguard.training.evaluate import MAX_FPR
 from iqaguard.training.profiles import PROFILES, Profile
 
-DEFAULT_CACHE = Path.home() / ".cache" / "iqaguard" / "build"
 POSITIVE = ("fit_images", "eval_images", "eval_clean", "test_images", "calib_images", "fit_pool", "subset",
             "epochs", "student_epochs", "pgd_steps", "threads", "keep")
 
@@ -37,8 +37,9 @@ class BuildConfig:
     test_images: int | None = None  # fashion: cap on the test images for teacher accuracy/agreement (all 10k)
     pgd_steps: int | None = None
     keep: int = 3
-    cache_dir: Path | None = DEFAULT_CACHE
+    cache_dir: Path | None = field(default_factory=lambda: cache_dir("build"))  # None: no cache
     target_fpr: float = MAX_FPR
+    frr_confidence: float = 0.95  # P(clean false-rejection rate <= target_fpr), see calibrate_threshold
     precision: str = "auto"  # training precision: auto (bf16 where the CPU supports it), bf16, fp32
     threads: int | None = None  # torch CPU threads (None: torch's default, one per core)
 

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from iqaguard.cache import cache_dir
 from iqaguard.imaging import InvalidImageError, decode_image, to_pixels
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -74,7 +75,7 @@ def fashion_arrays(root: Path | None = None, download_root: Path | None = None) 
         return {key: read_idx(root / name) for key, name in FASHION_FILES.items()}
     from torchvision.datasets import FashionMNIST
 
-    cache = Path(download_root or Path.home() / ".cache" / "iqaguard" / "datasets")
+    cache = Path(download_root or cache_dir("datasets"))
     arrays: dict[str, np.ndarray] = {}
     for split, train in (("train", True), ("test", False)):
         dataset = FashionMNIST(str(cache), train=train, download=True)
