@@ -20,10 +20,11 @@ from pathlib import Path
 
 import torch
 
+from iqaguard.cache import cache_dir
 from iqaguard.contract import DETECTOR, STUDENT, TEACHER
 from iqaguard.models.networks import MissingWeightsError
 from iqaguard.training import repository
-from iqaguard.training.config import DEFAULT_CACHE, BuildConfig, prepare
+from iqaguard.training.config import BuildConfig, prepare
 from iqaguard.training.detector_fit import fit_and_calibrate
 from iqaguard.training.distill import build_student
 from iqaguard.training.evaluate import evaluate, roc_groups
@@ -72,7 +73,8 @@ def build(config: BuildConfig) -> BuildResult:
     with timer.step("perturb + features (calibration, evaluation)"):
         held_out = held_out_features(config, profile, data, settings, pgd_steps, *networks, fit.squeezer)
     with timer.step("detector fit + calibration"):
-        detectors = fit_and_calibrate(fit.samples, held_out, settings, config.seed + 7, config.target_fpr)
+        detectors = fit_and_calibrate(fit.samples, held_out, settings, config.seed + 7, config.target_fpr,
+                                      config.frr_confidence)
     with timer.step("evaluation"):
         evaluation = evaluate(held_out.eval, settings, detectors.scores, detectors.thresholds, detectors.reason)
         curves = roc_groups(held_out.eval, settings, detectors.scores, evaluation)
@@ -84,7 +86,8 @@ def build(config: BuildConfig) -> BuildResult:
         exported = export_set(config, profile, data, version, created, teacher, student, detectors, held_out,
                               fit.squeezer, evaluation, samples)
 
-    targets = issue_targets(profile, teacher, student, evaluation, exported.compute)
+    targets = issue_targets(profile, teacher, student, evaluation, exported.compute,
+                            detectors.calibrations["detector"])
     timer.timings["total"], timer.cpu["total"] = timer.total, timer.total_cpu
     targets.append(build_time_target(profile, timer.timings["total"],
                                      cached="cache" in teacher.info or "cache" in student.info))
@@ -103,7 +106,7 @@ def build_model_set(
 
     `options` are BuildConfig fields: weights ('auto' | 'random' | PATH), images, seed, reports,
     subset, epochs, student_epochs, fit_pool, fit_images, calib_images, eval_images, eval_clean, test_images,
-    pgd_steps, keep, cache_dir, target_fpr, precision, threads.
+    pgd_steps, keep, cache_dir, target_fpr, frr_confidence, precision, threads.
     """
     for key in ("images", "reports", "cache_dir"):
         if options.get(key) is not None:
@@ -134,11 +137,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-clean", type=int, help="clean evaluation images (negatives)")
     parser.add_argument("--test-images", type=int, help="fashion: test images for accuracy/agreement (default all)")
     parser.add_argument("--pgd-steps", type=int)
+    parser.add_argument("--frr-confidence", type=float, default=0.95,
+                        help="confidence that clean false rejections stay ≤ 5%% (the threshold's guarantee)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                         help="training precision (auto: bf16 autocast where the CPU supports it)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: one per core)")
     parser.add_argument("--keep", type=int, default=3, help="versions kept per member")
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="reuse trained networks from here")
+    parser.add_argument("--cache-dir", type=Path, default=cache_dir("build"),
+                        help="reuse trained networks from here (default: the cache root's build/, see iqaguard.cache)")
     parser.add_argument("--no-cache", action="store_true", help="train everything afresh and cache nothing")
     return parser.parse_args(argv)
 

@@ -10,7 +10,7 @@ import torch
 
 from iqaguard.contract import IQA_DIM, VERDICTS
 from iqaguard.models.detector import FEATURE_DIM, KD_DIM, KD_FEATURE_NAMES, Detector, kd_signals
-from iqaguard.training.detector_fit import conformal_threshold, detector_scores, fit_detector
+from iqaguard.training.detector_fit import calibrate_threshold, detector_scores, fit_detector
 from iqaguard.training.metrics import auroc
 from iqaguard.training.samples import CLEAN, Samples
 
@@ -134,14 +134,19 @@ def test_fit_separates_and_explains_synthetic_signals() -> None:
     assert torch.all(detector.std > 0) and detector.mean.shape == (FEATURE_DIM,)
 
 
-def test_conformal_threshold_bounds_false_rejections() -> None:
+def test_calibrated_threshold_keeps_its_promise_with_confidence() -> None:
+    """Uniform clean scores: the true false-rejection rate of a threshold t is exactly 1 - t."""
     rng = np.random.default_rng(1)
-    rates = []
-    for _ in range(200):
-        calibration, fresh = rng.random(400), rng.random(2000)
-        threshold = conformal_threshold(calibration, 0.05)
-        assert (calibration >= threshold).mean() <= 0.05
-        rates.append((fresh >= threshold).mean())
-    assert np.mean(rates) <= 0.05 + 0.005
-    with pytest.raises(ValueError, match="cannot calibrate"):
-        conformal_threshold(rng.random(10), 0.05)
+    true_rates = []
+    for _ in range(1000):
+        calibration = calibrate_threshold(rng.random(400), 0.05, confidence=0.95)
+        true_rates.append(1.0 - calibration.threshold)
+    true_rates = np.array(true_rates)
+    assert calibration.rate_bound <= 0.05 and calibration.expected_rate < calibration.rate_bound
+    # The promise: the rate exceeds 5% in at most 5% of calibration draws (binomial slack for 1000 draws).
+    assert (true_rates > 0.05).mean() <= 0.05 + 0.02
+    assert true_rates.mean() == pytest.approx(calibration.expected_rate, abs=0.002)
+    # The plain conformal cut (expected rate 5%) would miss about half the time; this one is well below.
+    assert true_rates.mean() < 0.04
+    with pytest.raises(ValueError, match="cannot promise"):
+        calibrate_threshold(rng.random(10), 0.05)

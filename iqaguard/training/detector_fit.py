@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import beta, binom
 from tqdm import tqdm
 
 from iqaguard.models.detector import FEATURE_DIM, IQA_DIM, Detector
@@ -113,18 +114,52 @@ def fit_detector(
     return detector, stats
 
 
-def conformal_threshold(clean_scores: np.ndarray, target_fpr: float) -> float:
-    """Threshold t such that "reject iff score >= t" rejects at most `target_fpr` of exchangeable clean inputs.
+@dataclass(frozen=True)
+class Calibration:
+    """A threshold and what it promises on clean inputs exchangeable with the calibration images."""
 
-    Split-conformal: with n calibration scores, take the k-th smallest, k = ceil((n+1)(1-alpha)),
-    and reject only scores strictly above it. Needs n >= 1/alpha - 1 calibration scores.
+    threshold: float
+    calibration_images: int
+    max_rate: float  # the promised false-rejection rate ...
+    confidence: float  # ... holds with at least this probability over the draw of calibration images
+    expected_rate: float  # mean false-rejection rate over that draw
+    rate_bound: float  # the rate that is exceeded with probability at most 1 - confidence (<= max_rate)
+
+    def as_dict(self) -> dict[str, float | int]:
+        return dict(self.__dict__)
+
+
+def _exceed_probability(n: int, k: int, rate: float) -> float:
+    """P(false-rejection rate > `rate`) when the k-th smallest of n clean calibration scores is the cut.
+
+    Scores strictly above the k-th smallest are rejected; the accepted mass U_(k) of a new clean score's
+    distribution is Beta(k, n + 1 - k), so P(1 - U_(k) > rate) = P(Binomial(n, 1 - rate) >= k).
     """
+    return float(binom.sf(k - 1, n, 1.0 - rate))
+
+
+def calibrate_threshold(clean_scores: np.ndarray, max_rate: float, confidence: float = 0.95) -> Calibration:
+    """Threshold t ("reject iff score >= t") with P(false-rejection rate <= `max_rate`) >= `confidence`.
+
+    Split-conformal with a PAC guarantee: the cut is the k-th smallest of n clean calibration scores
+    for the largest k whose Beta-distributed false-rejection rate exceeds `max_rate` with probability
+    at most 1 - `confidence`. The plain conformal cut (expected rate = max_rate) misses its own target
+    about half the time; this one trades a slightly lower expected rate for the guarantee.
+    """
+    if not 0.0 < max_rate < 1.0 or not 0.0 < confidence < 1.0:
+        raise ValueError(f"max_rate and confidence must lie in (0, 1), got {max_rate} and {confidence}")
     scores = np.sort(np.asarray(clean_scores, dtype=np.float64))
     n = len(scores)
-    k = math.ceil((n + 1) * (1.0 - target_fpr))
-    if k > n:
-        raise ValueError(f"{n} clean calibration images cannot calibrate a {target_fpr:.1%} false-rejection rate")
-    return float(np.nextafter(np.float32(scores[k - 1]), np.float32(np.inf)))
+    # The exceed probability falls as k grows; take the smallest k that meets the confidence.
+    k = next((k for k in range(math.floor(n * (1.0 - max_rate)), n + 1)
+              if _exceed_probability(n, k, max_rate) <= 1.0 - confidence), None)
+    if k is None:
+        raise ValueError(f"{n} clean calibration images cannot promise ≤ {max_rate:.1%} false rejections "
+                         f"with {confidence:.0%} confidence")
+    rate_bound = float(beta.ppf(confidence, n + 1 - k, k))
+    return Calibration(threshold=float(np.nextafter(np.float32(scores[k - 1]), np.float32(np.inf))),
+                       calibration_images=n, max_rate=max_rate, confidence=confidence,
+                       expected_rate=(n + 1 - k) / (n + 1), rate_bound=rate_bound)
 
 
 @torch.no_grad()
@@ -152,25 +187,34 @@ class Detectors:
     members: dict[str, Detector]  # by feature group; "detector" is the one exported
     fit_stats: dict[str, object]
     thresholds: dict[str, float]  # per feature group, and "feature_squeezing"
+    calibrations: dict[str, Calibration]  # how each threshold was set, same keys
     scores: dict[str, np.ndarray]  # on the evaluation samples, same keys as thresholds
     reason: np.ndarray | None  # the exported detector's P(adversarial) on the evaluation samples
 
 
 def fit_and_calibrate(fit: Samples, held_out: HeldOutFeatures, settings: Sequence[Perturbation], seed: int,
-                      target_fpr: float) -> Detectors:
-    """Fit a detector per feature group, set each threshold (and FS's) by split-conformal calibration."""
+                      target_fpr: float, confidence: float) -> Detectors:
+    """Fit a detector per feature group; set each threshold (and FS's) by calibrate_threshold."""
     attack_settings = [i for i, s in enumerate(settings) if s.is_attack]
-    result = Detectors({}, {}, {}, {}, None)
+    result = Detectors({}, {}, {}, {}, {}, None)
+
+    def calibrate(name: str, clean_scores: np.ndarray) -> float:
+        result.calibrations[name] = calibrate_threshold(clean_scores, target_fpr, confidence)
+        result.thresholds[name] = result.calibrations[name].threshold
+        return result.thresholds[name]
+
     for group in FEATURE_GROUPS:
         detector, stats = fit_detector(fit, attack_settings, group, seed, desc=group)
         calib_scores, _ = detector_scores(detector, held_out.calib)
-        detector.threshold = conformal_threshold(calib_scores, target_fpr)
-        result.members[group], result.fit_stats[group], result.thresholds[group] = detector, stats, detector.threshold
+        detector.threshold = calibrate(group, calib_scores)
+        result.members[group], result.fit_stats[group] = detector, stats
         result.scores[group], group_reason = detector_scores(detector, held_out.eval)
         if group == "detector":
             result.reason = group_reason
-    result.thresholds["feature_squeezing"] = conformal_threshold(held_out.calib_fs.max(1), target_fpr)
+    calibrate("feature_squeezing", held_out.calib_fs.max(1))
     result.scores["feature_squeezing"] = held_out.eval_fs
-    print(f"[build] detector threshold {result.thresholds['detector']:.6f} (calibrated on {len(held_out.calib)} clean "
-          f"images for ≤ {target_fpr:.0%} false rejections)", flush=True)
+    chosen = result.calibrations["detector"]
+    print(f"[build] detector threshold {chosen.threshold:.6f}: calibrated on {chosen.calibration_images} clean images "
+          f"for ≤ {target_fpr:.0%} false rejections with {confidence:.0%} confidence (expected "
+          f"{chosen.expected_rate:.2%}, {confidence:.0%} bound {chosen.rate_bound:.2%})", flush=True)
     return result

@@ -21,7 +21,7 @@ import torch
 from iqaguard.models.detector import FEATURE_DIM
 from iqaguard.training.compute import parameters
 from iqaguard.training.config import BuildConfig
-from iqaguard.training.detector_fit import Detectors
+from iqaguard.training.detector_fit import Calibration, Detectors
 from iqaguard.training.distill import Student
 from iqaguard.training.evaluate import SEVERE_FLIP_RATE
 from iqaguard.training.export import Exported
@@ -195,7 +195,7 @@ def conditions() -> str:
 
 
 def issue_targets(profile: Profile, teacher: Teacher, student: Student, evaluation: dict[str, object],
-                  compute_report: dict[str, object]) -> list[dict[str, object]]:
+                  compute_report: dict[str, object], calibration: Calibration) -> list[dict[str, object]]:
     """The issue's targets with what this build measured (all but the whole-build time)."""
     accuracy, agree = teacher.accuracy, student.agreement
     teacher_flops, student_flops = student.teacher_flops, student.student_flops
@@ -210,6 +210,10 @@ def issue_targets(profile: Profile, teacher: Teacher, student: Student, evaluati
         {"target": "student top-1 agreement ≥ 95%", "measured": f"{agree:.2%}", "met": agree >= 0.95},
         {"target": "false rejections on held-out clean ≤ 5%", "measured": f"{det['false_rejection_rate']:.2%}",
          "met": det["false_rejection_rate"] <= 0.05},
+        {"target": f"calibrated: ≤ 5% false rejections with ≥ {calibration.confidence:.0%} confidence",
+         "measured": f"expected {calibration.expected_rate:.2%}, {calibration.confidence:.0%} upper bound "
+                     f"{calibration.rate_bound:.2%} ({calibration.calibration_images} calibration images)",
+         "met": calibration.rate_bound <= 0.05},
         {"target": "mean AUROC over attacks ≥ 0.95", "measured": f"{det['mean_auroc_attacks']:.4f}",
          "met": det["mean_auroc_attacks"] >= 0.95},
         {"target": "mean AUROC over severe distortions ≥ 0.90",
@@ -253,7 +257,8 @@ def build_notes(config: BuildConfig, profile: Profile, teacher: Teacher, fit: Fi
         "Attacks are white-box on the teacher (untargeted, against its clean answer), per RGB channel, and every "
         "perturbed image is PNG/JPEG-encoded and decoded through iqaguard.imaging, as the server would see it.",
         f"Threshold: split-conformal on {len(held_out.calib)} clean calibration images for ≤ "
-        f"{config.target_fpr:.0%} false rejections; the evaluation clean rate is measured on other images.",
+        f"{config.target_fpr:.0%} false rejections with {config.frr_confidence:.0%} confidence (an upper "
+        "confidence bound, not the average); the evaluation clean rate is measured on other images.",
         "The detector is fitted on the same perturbation families and budgets it is evaluated on (other images). "
         "Unseen perturbation types and adaptive attacks that also target BRISQUE and the student are not evaluated.",
     ]
@@ -291,6 +296,7 @@ def build_report(config: BuildConfig, profile: Profile, version: int, created: s
         "settings": {"perturbations": [s.name for s in settings], "pgd_steps": pgd_steps,
                      "fit_images": fit.images, "eval_images": held_out.images, "severe_flip_rate": SEVERE_FLIP_RATE},
         "evaluation": evaluation,
+        "calibration": {name: c.as_dict() for name, c in detectors.calibrations.items()},
         "fit": detectors.fit_stats,
         "feature_squeezing_selection": fit.selection,
         "compute": exported.compute,
