@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -9,6 +11,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 FASHION_MEAN = (0.2860, 0.2860, 0.2860)
 FASHION_STD = (0.3530, 0.3530, 0.3530)
@@ -50,6 +53,41 @@ class TeacherModule(nn.Module):
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.classifier(pixels)
         return logits, torch.softmax(logits, dim=1)
+
+
+def _conv_bn_pairs(parent: nn.Module) -> list[tuple[str, str]]:
+    """Names of (Conv2d, BatchNorm2d) children where the norm directly follows the convolution.
+
+    In a Sequential: neighbours. Elsewhere, by the naming that torchvision and our networks use in
+    forward(): ``bnK(convK(x))``, ``bn(conv(x))``. The caller checks the folded module's outputs.
+    """
+    names = list(dict(parent.named_children()))
+    if isinstance(parent, nn.Sequential):
+        return list(itertools.pairwise(names))
+    return [(name, "bn" + name.removeprefix("conv")) for name in names if name.startswith("conv")]
+
+
+@torch.no_grad()
+def fold_batch_norms(module: nn.Module, probe: torch.Tensor, tolerance: float = 1e-4) -> nn.Module:
+    """An inference copy of `module` with every eval-mode BatchNorm2d folded into the Conv2d before it.
+
+    Same function, fewer operations (BatchNorm is a third of a small CPU network's time). Raises
+    RuntimeError when the copy's outputs on `probe` differ from the original's by more than `tolerance`.
+    """
+    folded = copy.deepcopy(module).eval()
+    for parent in list(folded.modules()):
+        children = dict(parent.named_children())
+        for conv_name, bn_name in _conv_bn_pairs(parent):
+            conv, bn = children.get(conv_name), children.get(bn_name)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(parent, bn_name, nn.Identity())
+    outputs = [module.eval()(probe), folded(probe)]
+    outputs = [out if isinstance(out, tuple) else (out,) for out in outputs]
+    worst = max(float((a - b).abs().max()) for a, b in zip(*outputs, strict=True))
+    if worst > tolerance:
+        raise RuntimeError(f"folding batch norms changed the outputs by {worst:.3g} (> {tolerance:g})")
+    return folded.requires_grad_(False)
 
 
 def make_meta(profile: str, weights: str, **extra: object) -> dict[str, object]:

@@ -10,16 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iqaguard.models.networks import SmallStudent, imagenet_student
-from iqaguard.models.wrappers import PixelClassifier
+from iqaguard.models.wrappers import PixelClassifier, fold_batch_norms
 from iqaguard.training.cache import cache_path, source_hash, state_hash
 from iqaguard.training.compute import flops
 from iqaguard.training.config import BuildConfig
-from iqaguard.training.data import as_float
+from iqaguard.training.data import as_float, batches
 from iqaguard.training.loop import bf16_autocast, train_epochs, use_bf16
 from iqaguard.training.profiles import Profile
 from iqaguard.training.splits import Data
-from iqaguard.training.teacher import Teacher, augment, predict
+from iqaguard.training.teacher import Teacher, predict
 
 
 def distillation_loss(
@@ -41,6 +40,25 @@ def distillation_loss(
     return (1.0 - hard_weight) * soft + hard_weight * F.cross_entropy(student_logits, labels)
 
 
+@torch.inference_mode()
+def soft_targets(teacher: nn.Module, pixels: np.ndarray, batch_size: int = 1000) -> torch.Tensor:
+    """The teacher's logits [2, N, C] on each of uint8 `pixels` [N,3,H,W] and on its mirror image.
+
+    Computed once (in float32) and reused every epoch: distillation augments by flips only, so a
+    stored target is exactly what the teacher says about the augmented input.
+    """
+    teacher.eval()
+    views = []
+    for flip in (False, True):
+        parts = []
+        for part in batches(len(pixels), batch_size):
+            x = as_float(pixels[part])
+            result = teacher(x.flip(3) if flip else x)
+            parts.append((result[0] if isinstance(result, tuple) else result).float())
+        views.append(torch.cat(parts))
+    return torch.stack(views)
+
+
 def distill(
     student: nn.Module,
     teacher: nn.Module,
@@ -57,24 +75,24 @@ def distill(
 ) -> list[float]:
     """Train `student` (pixels -> logits) to match `teacher` (pixels -> logits) on uint8 `pixels`.
 
-    The teacher sees the same (augmented) batch as the student, so no soft target is ever stale.
-    Labels, where given, are mixed in with weight `hard_weight`; `bf16` runs both forward passes
-    under CPU bfloat16 autocast. Returns the mean loss per epoch.
+    The teacher's answers on every image and its mirror image are computed once (soft_targets);
+    with `augment_inputs` each batch is flipped at random and matched to the mirrored answers.
+    Labels, where given, are mixed in with weight `hard_weight`; `bf16` runs the student's forward
+    pass under CPU bfloat16 autocast. Returns the mean loss per epoch.
     """
     generator = torch.Generator().manual_seed(seed)
     targets = None if labels is None else torch.from_numpy(labels)
-    teacher.eval()
+    teacher_views = soft_targets(teacher, pixels)
 
     def batch_loss(index: np.ndarray) -> torch.Tensor:
         inputs = as_float(pixels[index])
+        flips = torch.zeros(len(index), dtype=torch.bool)
         if augment_inputs:
-            inputs = augment(inputs, generator)
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
+            flips = torch.rand(len(index), generator=generator) < 0.5
+            inputs = torch.where(flips.view(-1, 1, 1, 1), inputs.flip(3), inputs)
+        teacher_logits = teacher_views[flips.long(), torch.from_numpy(index)]
         with bf16_autocast(bf16):
-            with torch.inference_mode():
-                result = teacher(inputs)
-                teacher_logits = (result[0] if isinstance(result, tuple) else result).float().clone()
-            student_logits = student(inputs)
+            student_logits = student(inputs.contiguous(memory_format=torch.channels_last))
         return distillation_loss(student_logits.float(), teacher_logits, temperature,
                                  None if targets is None else targets[index], hard_weight)
 
@@ -102,17 +120,17 @@ class Student:
     student_flops: int
 
 
-def make_student(config: BuildConfig, profile: Profile, data: Data, teacher: PixelClassifier,
+def make_student(config: BuildConfig, profile: Profile, data: Data, teacher: nn.Module,
                  teacher_key: str) -> tuple[PixelClassifier, dict[str, object]]:
     """Distil the student from the teacher on the training images (labels mixed in where they exist)."""
     torch.manual_seed(config.seed + 1)
-    network = SmallStudent(len(data.labels)) if profile.name == "fashion" else imagenet_student(len(data.labels))
+    network = profile.student_network(len(data.labels))
     student = PixelClassifier(network, profile.mean, profile.std).to(memory_format=torch.channels_last)
     epochs = config.student_epochs or profile.student_epochs
     bf16 = use_bf16(config.precision)
     key = {"teacher": teacher_key, "epochs": epochs, "seed": config.seed, "train": data.description["train_hash"],
            "bf16": bf16,
-           "source": source_hash(sys.modules[SmallStudent.__module__], sys.modules[distill.__module__],
+           "source": source_hash(sys.modules[type(network).__module__], sys.modules[distill.__module__],
                                  sys.modules[train_epochs.__module__])}
     cached = cache_path(config.cache_dir, "student", key)
     if cached is not None and cached.is_file():
@@ -127,14 +145,14 @@ def make_student(config: BuildConfig, profile: Profile, data: Data, teacher: Pix
 
 def build_student(config: BuildConfig, profile: Profile, data: Data, teacher: Teacher) -> Student:
     """The build's student step: distil, freeze, and measure agreement and both networks' FLOPs."""
-    student, info = make_student(config, profile, data, teacher.classifier, state_hash(teacher.classifier))
-    student.requires_grad_(False)
+    student, info = make_student(config, profile, data, teacher.module, state_hash(teacher.classifier))
+    student = fold_batch_norms(student.requires_grad_(False), as_float(data.fit.pixels[:64]))
     agreement_set = data.test if data.test is not None else data.eval
     teacher_logits = predict(teacher.module, agreement_set.pixels)
     student_logits = predict(student, agreement_set.pixels)
     agree = agreement(teacher_logits, student_logits)
     size = (1, 3, *profile.size)
-    teacher_flops = flops(teacher.classifier.eval(), torch.rand(size))
+    teacher_flops = flops(teacher.module.classifier, torch.rand(size))
     student_flops = flops(student, torch.rand(size))
     print(f"[build] student agreement {agree:.4f}; FLOPs teacher {teacher_flops:,} student {student_flops:,} "
           f"(1/{teacher_flops / max(student_flops, 1):.1f})", flush=True)

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iqaguard.models.networks import MissingWeightsError, SmallResNet, imagenet_teacher
-from iqaguard.models.wrappers import PixelClassifier, TeacherModule
+from iqaguard.models.networks import MissingWeightsError, pretrained_network
+from iqaguard.models.wrappers import PixelClassifier, TeacherModule, fold_batch_norms
 from iqaguard.training.cache import cache_path, source_hash
 from iqaguard.training.config import BuildConfig
 from iqaguard.training.data import as_float, batches
@@ -106,12 +106,14 @@ class Teacher:
 
 
 def make_teacher(config: BuildConfig, profile: Profile, data: Data) -> tuple[PixelClassifier, str, dict[str, object]]:
-    """Train (fashion), load (imagenet) or randomly initialise (only with --weights random) the teacher."""
+    """Load (pretrained sets), train (the others) or randomly initialise (only with --weights random) the teacher."""
     torch.manual_seed(config.seed)
-    if profile.name == "imagenet":
-        network, kind, path = imagenet_teacher(config.weights)
+    if profile.pretrained_weights is not None:
+        network, kind, path = pretrained_network(profile.teacher_network(len(data.labels)), config.weights,
+                                                 profile.pretrained_weights)
         return PixelClassifier(network, profile.mean, profile.std).eval(), kind, {"weights_file": path}
-    classifier = PixelClassifier(SmallResNet(len(data.labels)), profile.mean, profile.std)
+    network = profile.teacher_network(len(data.labels))
+    classifier = PixelClassifier(network, profile.mean, profile.std)
     if config.weights == "random":
         return classifier.eval(), "random", {}
     if config.weights != "auto":
@@ -124,7 +126,7 @@ def make_teacher(config: BuildConfig, profile: Profile, data: Data) -> tuple[Pix
     bf16 = use_bf16(config.precision)
     key = {"profile": profile.name, "epochs": epochs, "seed": config.seed, "train": data.description["train_hash"],
            "bf16": bf16,
-           "torch": torch.__version__, "source": source_hash(sys.modules[SmallResNet.__module__],
+           "torch": torch.__version__, "source": source_hash(sys.modules[type(network).__module__],
                                                                sys.modules[train_teacher.__module__],
                                                                sys.modules[train_epochs.__module__])}
     cached = cache_path(config.cache_dir, "teacher", key)
@@ -143,7 +145,8 @@ def build_teacher(config: BuildConfig, profile: Profile, data: Data) -> Teacher:
     """The build's teacher step: make the teacher, freeze it, and measure its top-1 accuracy."""
     classifier, weights_kind, info = make_teacher(config, profile, data)
     classifier.requires_grad_(False)
-    module = TeacherModule(classifier).eval()
+    # What is attacked, featurized and exported: the same function with batch norms folded (faster).
+    module = TeacherModule(fold_batch_norms(classifier, as_float(data.fit.pixels[:64]))).eval()
     accuracy = evaluate_accuracy(module, data.test.pixels, data.test.labels) if data.test is not None else None
     # Held-out training images (the detector's fit pool): a validation figure never used for any choice.
     held_out = evaluate_accuracy(module, data.fit.pixels, data.fit.labels) if data.fit.labels is not None else None
