@@ -7,6 +7,7 @@ inside the exported modules so callers feed plain [0,1] pixels.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -117,19 +118,27 @@ def resnet50_weights_file(weights: str) -> Path:
     )
 
 
-def imagenet_teacher(weights: str) -> tuple[nn.Module, str, str | None]:
-    """Build the ImageNet ResNet-50 teacher.
+def resnet50_network(num_classes: int = 1000) -> nn.Module:
+    """torchvision's ResNet-50, randomly initialised (the imagenet set's teacher before its weights load)."""
+    return tv_models.resnet50(weights=None, num_classes=num_classes)
 
-    `weights` is 'auto' (torchvision cache), a file path, or 'random' (only when asked by name).
-    Returns (network in eval mode, "pretrained"|"random", weights file path or None).
+
+def pretrained_network(
+    network: nn.Module, weights: str, locate: Callable[[str], Path]
+) -> tuple[nn.Module, str, str | None]:
+    """`network` with the weights file `locate(weights)` loaded strictly; 'random' (only when asked
+    by name) leaves it as initialised. Returns (network in eval mode, "pretrained"|"random", file or None).
     """
-    network = tv_models.resnet50(weights=None)
     if weights == "random":
         return network.eval(), "random", None
-    path = resnet50_weights_file(weights)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    network.load_state_dict(state)
+    path = locate(weights)
+    network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return network.eval(), "pretrained", str(path)
+
+
+def imagenet_teacher(weights: str) -> tuple[nn.Module, str, str | None]:
+    """The ImageNet ResNet-50 teacher; `weights` is 'auto' (torchvision cache), a file path, or 'random'."""
+    return pretrained_network(resnet50_network(), weights, resnet50_weights_file)
 
 
 def imagenet_labels() -> list[str]:

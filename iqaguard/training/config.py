@@ -63,9 +63,6 @@ def prepare(config: BuildConfig) -> Profile:
     for member in (TEACHER, STUDENT, DETECTOR):
         if not (repo / member / "config.pbtxt").is_file():
             raise FileNotFoundError(f"{repo / member / 'config.pbtxt'} is missing: not the project's model repository")
-    if profile.name == "imagenet" and config.weights not in ("random",):
-        # Fail before any slow step when weights are missing (never a silent random fallback).
-        from iqaguard.models.networks import resnet50_weights_file
-
-        resnet50_weights_file(config.weights)
+    if profile.pretrained_weights is not None and config.weights != "random":
+        profile.pretrained_weights(config.weights)  # fails before any slow step when weights are missing
     return profile
