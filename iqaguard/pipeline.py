@@ -31,8 +31,10 @@ from iqaguard.training.evaluate import evaluate, roc_groups
 from iqaguard.training.export import export_set
 from iqaguard.training.featurize import fit_features, held_out_features
 from iqaguard.training.heldout_samples import SAMPLES_DIR, write_samples
+from iqaguard.training.methods import Method
 from iqaguard.training.profiles import PROFILES
-from iqaguard.training.report import Timer, build_report, build_time_target, issue_targets, write_report
+from iqaguard.training.report import Timer, build_report, build_targets, build_time_target, write_report
+from iqaguard.training.results import BuildSteps
 from iqaguard.training.splits import load_data
 from iqaguard.training.teacher import build_teacher
 
@@ -73,7 +75,7 @@ def build(config: BuildConfig) -> BuildResult:
     with timer.step("perturb + features (calibration, evaluation)"):
         held_out = held_out_features(config, profile, data, settings, pgd_steps, *networks, fit.squeezer)
     with timer.step("detector fit + calibration"):
-        detectors = fit_and_calibrate(fit.samples, held_out, settings, config.seed + 7, config.target_fpr,
+        detectors = fit_and_calibrate(fit, held_out, settings, config.seed + 7, config.target_fpr,
                                       config.frr_confidence)
     with timer.step("evaluation"):
         evaluation = evaluate(held_out.eval, settings, detectors.scores, detectors.thresholds, detectors.reason)
@@ -81,22 +83,20 @@ def build(config: BuildConfig) -> BuildResult:
     with timer.step("sample images"):
         samples = write_samples(report_dir / SAMPLES_DIR, data.eval.pixels, held_out.kept, settings,
                                 evaluation["summary"]["severe_distortion_settings"])
-    version = repository.next_version(repo)
+    steps = BuildSteps(config, profile, repository.next_version(repo), created, data, settings, pgd_steps, teacher,
+                       student, fit, held_out, detectors, evaluation, samples)
     with timer.step("export"):
-        exported = export_set(config, profile, data, version, created, teacher, student, detectors, held_out,
-                              fit.squeezer, evaluation, samples)
+        exported = export_set(steps)
 
-    targets = issue_targets(profile, teacher, student, evaluation, exported.compute,
-                            detectors.calibrations["detector"])
+    targets = build_targets(steps, exported.compute)
     timer.timings["total"], timer.cpu["total"] = timer.total, timer.total_cpu
     targets.append(build_time_target(profile, timer.timings["total"],
                                      cached="cache" in teacher.info or "cache" in student.info))
-    report = build_report(config, profile, version, created, data, settings, pgd_steps, teacher, student, fit,
-                          held_out, detectors, evaluation, exported, targets, timer)
+    report = build_report(steps, exported, targets, timer)
     report["samples"] = samples
     write_report(report_dir, report, curves)
-    modules = {TEACHER: teacher.module, STUDENT: student.module, DETECTOR: detectors.members["detector"]}
-    return BuildResult(version, repo, report_dir, evaluation["summary"], targets, modules)
+    modules = {TEACHER: teacher.module, STUDENT: student.module, DETECTOR: detectors.members[Method.DETECTOR]}
+    return BuildResult(steps.version, repo, report_dir, evaluation["summary"], targets, modules)
 
 
 def build_model_set(

@@ -12,6 +12,7 @@ import torch
 from iqaguard.contract import DETECTOR, STUDENT, TEACHER
 from iqaguard.iqa import brisque
 from iqaguard.training.data import ImageSet, as_float
+from iqaguard.training.methods import Method
 from iqaguard.training.squeeze import median_filter, reduce_bit_depth
 
 BATCH = 64  # the members' max_batch_size
@@ -57,17 +58,18 @@ def measure(files: dict[str, Path], images: ImageSet, squeezer: object, teacher_
     ms = {k: 1000.0 * v / n for k, v in ms.items()}
     base = ms["teacher"]
 
-    def row(method: str, flops: int, milliseconds: float) -> dict[str, object]:
-        return {"method": method, "extra_flops": flops, "flops_ratio": flops / teacher_flops,
+    def row(key: Method | None, method: str, flops: int, milliseconds: float) -> dict[str, object]:
+        return {"key": key, "method": method, "extra_flops": flops, "flops_ratio": flops / teacher_flops,
                 "ms_per_image": milliseconds, "time_ratio": milliseconds / base}
 
     rows = [
-        row("detector (IQA + KD)", student_flops + detector_flops, ms["brisque"] + ms["student"] + ms["detector_mlp"]),
-        row("detector, BRISQUE shared with QUALITY", student_flops + detector_flops,
+        row(Method.DETECTOR, "detector (IQA + KD)", student_flops + detector_flops,
+            ms["brisque"] + ms["student"] + ms["detector_mlp"]),
+        row(None, "detector, BRISQUE shared with QUALITY", student_flops + detector_flops,
             ms["student"] + ms["detector_mlp"]),
-        row("IQA only", detector_flops, ms["brisque"] + ms["detector_mlp"]),
-        row("KD only", student_flops + detector_flops, ms["student"] + ms["detector_mlp"]),
-        row("feature squeezing", 2 * teacher_flops, ms["feature_squeezing"]),
+        row(Method.IQA_ONLY, "IQA only", detector_flops, ms["brisque"] + ms["detector_mlp"]),
+        row(Method.KD_ONLY, "KD only", student_flops + detector_flops, ms["student"] + ms["detector_mlp"]),
+        row(Method.FEATURE_SQUEEZING, "feature squeezing", 2 * teacher_flops, ms["feature_squeezing"]),
     ]
     return {
         "rows": rows,

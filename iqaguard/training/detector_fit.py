@@ -14,14 +14,16 @@ from scipy.stats import beta, binom
 from tqdm import tqdm
 
 from iqaguard.models.detector import FEATURE_DIM, IQA_DIM, Detector
-from iqaguard.training.featurize import HeldOutFeatures
+from iqaguard.training.featurize import FitFeatures, HeldOutFeatures
+from iqaguard.training.methods import Guard, Method
 from iqaguard.training.perturb import Perturbation
 from iqaguard.training.samples import Samples
+from iqaguard.training.squeeze import FeatureSqueezing
 
 FEATURE_GROUPS = {
-    "detector": np.ones(FEATURE_DIM, dtype=bool),
-    "iqa_only": np.arange(FEATURE_DIM) < IQA_DIM,
-    "kd_only": np.arange(FEATURE_DIM) >= IQA_DIM,
+    Method.DETECTOR: np.ones(FEATURE_DIM, dtype=bool),
+    Method.IQA_ONLY: np.arange(FEATURE_DIM) < IQA_DIM,
+    Method.KD_ONLY: np.arange(FEATURE_DIM) >= IQA_DIM,
 }
 
 
@@ -162,6 +164,22 @@ def calibrate_threshold(clean_scores: np.ndarray, max_rate: float, confidence: f
                        expected_rate=(n + 1 - k) / (n + 1), rate_bound=rate_bound)
 
 
+def resplit_check(calib_scores: np.ndarray, eval_clean_scores: np.ndarray, max_rate: float, confidence: float,
+                  seeds: int = 5) -> list[dict[str, float]]:
+    """Re-draw the calibration/evaluation split of the clean images `seeds` times; recalibrate on each
+    calibration part and measure false rejections on its evaluation part (the promise, checked).
+    """
+    pooled = np.concatenate([calib_scores, eval_clean_scores])
+    runs = []
+    for seed in range(seeds):
+        order = np.random.default_rng(seed).permutation(len(pooled))
+        calib, held = pooled[order[: len(calib_scores)]], pooled[order[len(calib_scores) :]]
+        calibration = calibrate_threshold(calib, max_rate, confidence)
+        runs.append({"seed": seed, "threshold": calibration.threshold, "rate_bound": calibration.rate_bound,
+                     "false_rejection_rate": float((held >= calibration.threshold).mean())})
+    return runs
+
+
 @torch.no_grad()
 def detector_scores(
     detector: torch.nn.Module, samples: Samples, batch_size: int = 4096
@@ -181,40 +199,76 @@ def detector_scores(
 
 
 @dataclass
-class Detectors:
-    """The detector and its ablations (one per feature group), calibrated, and every method's evaluation scores."""
+class MlpGuard:
+    """The detector MLP on one feature group: the exported detector (IQA + KD) or an ablation."""
 
-    members: dict[str, Detector]  # by feature group; "detector" is the one exported
-    fit_stats: dict[str, object]
-    thresholds: dict[str, float]  # per feature group, and "feature_squeezing"
-    calibrations: dict[str, Calibration]  # how each threshold was set, same keys
-    scores: dict[str, np.ndarray]  # on the evaluation samples, same keys as thresholds
+    method: Method
+    detector: Detector | None = None
+
+    def fit(self, samples: Samples, attack_settings: list[int], seed: int) -> dict[str, object]:
+        self.detector, stats = fit_detector(samples, attack_settings, self.method, seed, desc=self.method)
+        return stats
+
+    def score(self, samples: Samples, squeeze_columns: np.ndarray) -> np.ndarray:
+        return detector_scores(self.detector, samples)[0]
+
+
+@dataclass
+class SqueezingGuard:
+    """Feature Squeezing (Xu et al. 2018): the largest L1 change of the teacher's softmax under its squeezers.
+
+    Its configuration is chosen where the candidates' distances are computed (featurize.fit_features);
+    fitting reports that choice. Scores come from the samples' squeeze distance columns.
+    """
+
+    squeezer: FeatureSqueezing
+    selection: dict[str, float]
+    method: Method = Method.FEATURE_SQUEEZING
+
+    def fit(self, samples: Samples, attack_settings: list[int], seed: int) -> dict[str, object]:
+        return {"configuration": self.squeezer.name, "candidates_mean_auroc": self.selection}
+
+    def score(self, samples: Samples, squeeze_columns: np.ndarray) -> np.ndarray:
+        return squeeze_columns.max(1)
+
+
+@dataclass
+class Detectors:
+    """Every guard method fitted and calibrated, and its scores on the evaluation samples (keys: Method)."""
+
+    members: dict[Method, Detector]  # the MLP methods; Method.DETECTOR is the one exported
+    fit_stats: dict[Method, object]
+    thresholds: dict[Method, float]
+    calibrations: dict[Method, Calibration]  # how each threshold was set
+    resplits: list[dict[str, float]]  # the exported detector's false rejections on re-drawn clean splits
+    scores: dict[Method, np.ndarray]  # on the evaluation samples
     reason: np.ndarray | None  # the exported detector's P(adversarial) on the evaluation samples
 
 
-def fit_and_calibrate(fit: Samples, held_out: HeldOutFeatures, settings: Sequence[Perturbation], seed: int,
+def fit_and_calibrate(fit: FitFeatures, held_out: HeldOutFeatures, settings: Sequence[Perturbation], seed: int,
                       target_fpr: float, confidence: float) -> Detectors:
-    """Fit a detector per feature group; set each threshold (and FS's) by calibrate_threshold."""
+    """Fit every method (Guard), set each threshold by calibrate_threshold, score the evaluation samples."""
     attack_settings = [i for i, s in enumerate(settings) if s.is_attack]
-    result = Detectors({}, {}, {}, {}, {}, None)
-
-    def calibrate(name: str, clean_scores: np.ndarray) -> float:
-        result.calibrations[name] = calibrate_threshold(clean_scores, target_fpr, confidence)
-        result.thresholds[name] = result.calibrations[name].threshold
-        return result.thresholds[name]
-
-    for group in FEATURE_GROUPS:
-        detector, stats = fit_detector(fit, attack_settings, group, seed, desc=group)
-        calib_scores, _ = detector_scores(detector, held_out.calib)
-        detector.threshold = calibrate(group, calib_scores)
-        result.members[group], result.fit_stats[group] = detector, stats
-        result.scores[group], group_reason = detector_scores(detector, held_out.eval)
-        if group == "detector":
-            result.reason = group_reason
-    calibrate("feature_squeezing", held_out.calib_fs.max(1))
-    result.scores["feature_squeezing"] = held_out.eval_fs
-    chosen = result.calibrations["detector"]
+    result = Detectors({}, {}, {}, {}, [], {}, None)
+    guards: list[Guard] = [MlpGuard(m) for m in FEATURE_GROUPS]
+    guards.append(SqueezingGuard(fit.squeezer, fit.selection))
+    for guard in guards:
+        result.fit_stats[guard.method] = guard.fit(fit.samples, attack_settings, seed)
+        calib_scores = guard.score(held_out.calib, held_out.calib_fs)
+        calibration = calibrate_threshold(calib_scores, target_fpr, confidence)
+        result.calibrations[guard.method], result.thresholds[guard.method] = calibration, calibration.threshold
+        result.scores[guard.method] = guard.score(held_out.eval, held_out.eval_fs)
+        if isinstance(guard, MlpGuard):
+            guard.detector.threshold = calibration.threshold
+            result.members[guard.method] = guard.detector
+        if guard.method is Method.DETECTOR:
+            result.reason = detector_scores(guard.detector, held_out.eval)[1]
+            result.resplits = resplit_check(calib_scores, result.scores[guard.method][held_out.eval.clean],
+                                            target_fpr, confidence)
+    chosen = result.calibrations[Method.DETECTOR]
+    rates = ", ".join(f"{run['false_rejection_rate']:.2%}" for run in result.resplits)
     print(f"[build] detector threshold {chosen.threshold:.6f}: calibrated on {chosen.calibration_images} clean images "
           f"for ≤ {target_fpr:.0%} false rejections with {confidence:.0%} confidence (expected "
-          f"{chosen.expected_rate:.2%}, {confidence:.0%} bound {chosen.rate_bound:.2%})", flush=True)
+          f"{chosen.expected_rate:.2%}, {confidence:.0%} bound {chosen.rate_bound:.2%}); re-drawn splits: {rates}",
+          flush=True)
     return result

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from iqaguard.training.methods import Method
 from iqaguard.training.metrics import auroc, rate_at_threshold, tpr_at_fpr
 from iqaguard.training.perturb import Perturbation
 from iqaguard.training.samples import Samples
@@ -55,7 +56,7 @@ def evaluate(
                 "detection_rate": rate_at_threshold(score[positive], thresholds[name]),
             }
         if reason is not None:
-            flagged = positive & (scores["detector"] >= thresholds["detector"])
+            flagged = positive & (scores[Method.DETECTOR] >= thresholds[Method.DETECTOR])
             said_adversarial = reason[flagged] >= 0.5
             correct = said_adversarial if setting.is_attack else ~said_adversarial
             entry["verdict_accuracy"] = float(correct.mean()) if flagged.any() else float("nan")

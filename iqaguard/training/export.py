@@ -18,16 +18,10 @@ from iqaguard.contract import DETECTOR, MODEL_FILE, STUDENT, TEACHER
 from iqaguard.models.detector import IQA_DIM, KD_FEATURE_NAMES, Detector
 from iqaguard.models.wrappers import export_torchscript, make_meta
 from iqaguard.training import compute, repository
-from iqaguard.training.config import BuildConfig
 from iqaguard.training.data import ImageSet, as_float
-from iqaguard.training.detector_fit import Detectors
-from iqaguard.training.distill import Student
-from iqaguard.training.featurize import HeldOutFeatures
-from iqaguard.training.profiles import Profile
+from iqaguard.training.methods import Method
+from iqaguard.training.results import BuildSteps
 from iqaguard.training.samples import Samples
-from iqaguard.training.splits import Data
-from iqaguard.training.squeeze import FeatureSqueezing
-from iqaguard.training.teacher import Teacher
 
 
 @dataclass
@@ -69,15 +63,14 @@ def check_exports(files: dict[str, Path], teacher: torch.nn.Module, student: tor
     return parity
 
 
-def export_set(config: BuildConfig, profile: Profile, data: Data, version: int, created: str, teacher: Teacher,
-               student: Student, detectors: Detectors, held_out: HeldOutFeatures, squeezer: FeatureSqueezing,
-               evaluation: dict[str, object], samples: dict[str, object]) -> Exported:
+def export_set(steps: BuildSteps) -> Exported:
     """Export, check and measure the members, then write them (with manifests, labels.txt and
-    preprocess.json) as `version` of the repository and prune old versions.
-
-    `samples`: what write_samples wrote (the manifests name the folder, so clients can find it)."""
+    preprocess.json) as `steps.version` of the repository and prune old versions."""
+    config, profile, data, version, created = steps.config, steps.profile, steps.data, steps.version, steps.created
+    teacher, student, detectors, held_out = steps.teacher, steps.student, steps.detectors, steps.held_out
+    squeezer, evaluation, samples = steps.fit.squeezer, steps.evaluation, steps.samples
     repo = Path(config.repository)
-    detector = detectors.members["detector"]
+    detector = detectors.members[Method.DETECTOR]
     weights_kind = teacher.weights_kind
     with tempfile.TemporaryDirectory(prefix="iqaguard-build-") as staging:
         common = {"version": version, "seed": config.seed, "teacher_weights": weights_kind}
@@ -87,7 +80,8 @@ def export_set(config: BuildConfig, profile: Profile, data: Data, version: int, 
             STUDENT: (student.module, make_meta(profile.name, "trained", **common, input_size=list(profile.size),
                                                 distilled_from=f"teacher version {version}")),
             DETECTOR: (detector, make_meta(profile.name, "trained", **common,
-                                           threshold=detectors.thresholds["detector"], target_fpr=config.target_fpr,
+                                           threshold=detectors.thresholds[Method.DETECTOR],
+                                           target_fpr=config.target_fpr,
                                            features=[f"iqa_{i}" for i in range(IQA_DIM)] + list(KD_FEATURE_NAMES))),
         }
         files: dict[str, Path] = {}
@@ -107,8 +101,8 @@ def export_set(config: BuildConfig, profile: Profile, data: Data, version: int, 
             "profile": profile.name, "version": version, "created": created, "seed": config.seed,
             "weights": weights_kind, "teacher": teacher.info, "student": student.info, "data": data.description,
             "input_size": list(profile.size), "labels": data.labels if len(data.labels) <= 20 else len(data.labels),
-            "hashes": hashes, "libraries": library_versions(), "threshold": detectors.thresholds["detector"],
-            "target_fpr": config.target_fpr, "calibration": detectors.calibrations["detector"].as_dict(),
+            "hashes": hashes, "libraries": library_versions(), "threshold": detectors.thresholds[Method.DETECTOR],
+            "target_fpr": config.target_fpr, "calibration": detectors.calibrations[Method.DETECTOR].as_dict(),
             "export_parity": parity,
             "metrics": {"teacher_top1": teacher.accuracy, "teacher_top1_held_out_train": teacher.held_out,
                         "student_agreement": student.agreement, "teacher_flops": student.teacher_flops,

@@ -144,7 +144,7 @@ class HeldOutFeatures:
     calib: Samples
     calib_fs: np.ndarray  # FS distance columns of the calibration images
     eval: Samples
-    eval_fs: np.ndarray  # FS score (max distance) of each evaluation sample
+    eval_fs: np.ndarray  # FS distance columns of each evaluation sample
     images: int  # how many evaluation images were perturbed
     kept: KeptPixels  # a few evaluated perturbed images, for the build's sample folder
 
@@ -189,4 +189,4 @@ def held_out_features(config: BuildConfig, profile: Profile, data: Data, setting
         data.eval.subset(np.arange(eval_images)), eval_clean.select(np.arange(len(eval_clean)) < eval_images),
         settings, featurizer, config.seed + 3, pgd_steps, "evaluation perturbed", kept)
     return HeldOutFeatures(calib, calib_fs, Samples.concat([eval_clean, eval_perturbed]),
-                           np.concatenate([eval_clean_fs.max(1), eval_perturbed_fs.max(1)]), eval_images, kept)
+                           np.concatenate([eval_clean_fs, eval_perturbed_fs]), eval_images, kept)

@@ -8,7 +8,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import matplotlib
@@ -20,24 +20,13 @@ import torch
 
 from iqaguard.models.detector import FEATURE_DIM
 from iqaguard.training.compute import parameters
-from iqaguard.training.config import BuildConfig
-from iqaguard.training.detector_fit import Calibration, Detectors
-from iqaguard.training.distill import Student
 from iqaguard.training.evaluate import SEVERE_FLIP_RATE
 from iqaguard.training.export import Exported
-from iqaguard.training.featurize import FS_SELECTION_IMAGES, FitFeatures, HeldOutFeatures
+from iqaguard.training.featurize import FS_SELECTION_IMAGES
+from iqaguard.training.methods import Method
 from iqaguard.training.metrics import auroc, roc_curve
-from iqaguard.training.perturb import Perturbation
 from iqaguard.training.profiles import Profile
-from iqaguard.training.splits import Data
-from iqaguard.training.teacher import Teacher
-
-METHOD_TITLES = {
-    "detector": "detector (IQA + KD)",
-    "iqa_only": "IQA only",
-    "kd_only": "KD only",
-    "feature_squeezing": "Feature Squeezing",
-}
+from iqaguard.training.results import BuildSteps
 
 
 def _fmt(value: object, digits: int = 3) -> str:
@@ -73,7 +62,7 @@ def plot_roc(path: Path, curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.
             if len(negatives) == 0 or len(positives) == 0:
                 continue
             fpr, tpr = roc_curve(negatives, positives)
-            label = f"{METHOD_TITLES.get(method, method)} (AUROC {auroc(negatives, positives):.3f})"
+            label = f"{Method(method).title} (AUROC {auroc(negatives, positives):.3f})"
             axis.plot(fpr, tpr, label=label, linewidth=1.6)
         axis.axvline(0.05, color="grey", linestyle=":", linewidth=1)
         axis.plot([0, 1], [0, 1], color="lightgrey", linewidth=1)
@@ -92,7 +81,7 @@ def markdown(report: Mapping[str, object]) -> str:
     meta = report["build"]
     ev = report["evaluation"]
     summary = ev["summary"]
-    methods = [m for m in METHOD_TITLES if m in summary]
+    methods = [m for m in Method if m in summary]
     lines += [f"# iqaguard build report — profile `{meta['profile']}`, version {meta['version']}", ""]
     lines += [f"Created {meta['created']} · seed {meta['seed']} · teacher weights: **{meta['weights']}** · "
               f"host: {meta['host']}", ""]
@@ -120,12 +109,12 @@ def markdown(report: Mapping[str, object]) -> str:
     for m in methods:
         s = summary[m]
         lines.append(
-            f"| {METHOD_TITLES[m]} | {_pct(s['false_rejection_rate'])} | {_fmt(s['mean_auroc_attacks'])} | "
+            f"| {m.title} | {_pct(s['false_rejection_rate'])} | {_fmt(s['mean_auroc_attacks'])} | "
             f"{_fmt(s['mean_auroc_severe_distortions'])} | {_fmt(s['mean_auroc_all_distortions'])} | "
             f"{_fmt(s['mean_tpr_at_5fpr_attacks'])} | {_fmt(s['mean_tpr_at_5fpr_severe_distortions'])} |"
         )
     lines += ["", "### Per setting (AUROC / TPR@5%FPR / detected at the deployed threshold)", ""]
-    titles = " | ".join(METHOD_TITLES[m] for m in methods)
+    titles = " | ".join(m.title for m in methods)
     header = f"| setting | flip rate | positives | {titles} | verdict right |"
     lines += [header, "|" + "---|" * (4 + len(methods))]
     for e in ev["per_setting"]:
@@ -194,59 +183,68 @@ def conditions() -> str:
             f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f} (1/5/15 min; other work on the machine slows steps)")
 
 
-def issue_targets(profile: Profile, teacher: Teacher, student: Student, evaluation: dict[str, object],
-                  compute_report: dict[str, object], calibration: Calibration) -> list[dict[str, object]]:
-    """The issue's targets with what this build measured (all but the whole-build time)."""
+def build_targets(steps: BuildSteps, compute_report: dict[str, object]) -> list[dict[str, object]]:
+    """The set's targets (profile.targets) with what this build measured (all but the whole-build time)."""
+    profile, teacher, student, evaluation = steps.profile, steps.teacher, steps.student, steps.evaluation
+    calibration, resplits = steps.detectors.calibrations[Method.DETECTOR], steps.detectors.resplits
+    goal = profile.targets
     accuracy, agree = teacher.accuracy, student.agreement
     teacher_flops, student_flops = student.teacher_flops, student.student_flops
     s = evaluation["summary"]
-    det, fs = s["detector"], s["feature_squeezing"]
+    det, fs = s[Method.DETECTOR], s[Method.FEATURE_SQUEEZING]
     rows: list[dict[str, object]] = []
     if accuracy is not None:
-        rows.append({"target": "teacher test top-1 ≥ 92%", "measured": f"{accuracy:.2%}", "met": accuracy >= 0.92})
+        rows.append({"target": f"teacher test top-1 ≥ {goal.teacher_top1:.0%}", "measured": f"{accuracy:.2%}",
+                     "met": accuracy >= goal.teacher_top1})
     rows += [
-        {"target": "student ≤ 1/8 of teacher FLOPs", "measured": f"1/{teacher_flops / max(student_flops, 1):.1f}",
-         "met": student_flops * 8 <= teacher_flops},
-        {"target": "student top-1 agreement ≥ 95%", "measured": f"{agree:.2%}", "met": agree >= 0.95},
-        {"target": "false rejections on held-out clean ≤ 5%", "measured": f"{det['false_rejection_rate']:.2%}",
-         "met": det["false_rejection_rate"] <= 0.05},
-        {"target": f"calibrated: ≤ 5% false rejections with ≥ {calibration.confidence:.0%} confidence",
+        {"target": f"student ≤ 1/{1 / goal.student_flops_fraction:.0f} of teacher FLOPs",
+         "measured": f"1/{teacher_flops / max(student_flops, 1):.1f}",
+         "met": student_flops <= goal.student_flops_fraction * teacher_flops},
+        {"target": f"student top-1 agreement ≥ {goal.student_agreement:.0%}", "measured": f"{agree:.2%}",
+         "met": agree >= goal.student_agreement},
+        {"target": f"false rejections on held-out clean ≤ {goal.false_rejections:.0%}",
+         "measured": f"{det['false_rejection_rate']:.2%}", "met": det["false_rejection_rate"] <= goal.false_rejections},
+        {"target": f"calibrated: ≤ {goal.false_rejections:.0%} false rejections with ≥ "
+                   f"{calibration.confidence:.0%} confidence",
          "measured": f"expected {calibration.expected_rate:.2%}, {calibration.confidence:.0%} upper bound "
                      f"{calibration.rate_bound:.2%} ({calibration.calibration_images} calibration images)",
-         "met": calibration.rate_bound <= 0.05},
-        {"target": "mean AUROC over attacks ≥ 0.95", "measured": f"{det['mean_auroc_attacks']:.4f}",
-         "met": det["mean_auroc_attacks"] >= 0.95},
-        {"target": "mean AUROC over severe distortions ≥ 0.90",
+         "met": calibration.rate_bound <= goal.false_rejections},
+        {"target": f"false rejections ≤ {goal.false_rejections:.0%} on every re-drawn calibration/evaluation split",
+         "measured": ", ".join(f"{run['false_rejection_rate']:.2%}" for run in resplits),
+         "met": all(run["false_rejection_rate"] <= goal.false_rejections for run in resplits)},
+        {"target": f"mean AUROC over attacks ≥ {goal.auroc_attacks:.2f}",
+         "measured": f"{det['mean_auroc_attacks']:.4f}", "met": det["mean_auroc_attacks"] >= goal.auroc_attacks},
+        {"target": f"mean AUROC over severe distortions ≥ {goal.auroc_severe_distortions:.2f}",
          "measured": f"{det['mean_auroc_severe_distortions']:.4f}",
-         "met": det["mean_auroc_severe_distortions"] >= 0.90},
+         "met": det["mean_auroc_severe_distortions"] >= goal.auroc_severe_distortions},
     ]
     ours = np.nanmean([det["mean_auroc_attacks"], det["mean_auroc_severe_distortions"]])
     theirs = np.nanmean([fs["mean_auroc_attacks"], fs["mean_auroc_severe_distortions"]])
     rows.append({"target": "beat Feature Squeezing on mean AUROC (attacks & severe distortions)",
                  "measured": f"{ours:.4f} vs {theirs:.4f}", "met": bool(ours > theirs)})
-    by_method = {row["method"]: row for row in compute_report["rows"]}
-    ours_c, fs_c = by_method["detector (IQA + KD)"], by_method["feature squeezing"]
+    by_method = {row["key"]: row for row in compute_report["rows"]}
+    ours_c, fs_c = by_method[Method.DETECTOR], by_method[Method.FEATURE_SQUEEZING]
     rows.append({"target": "at lower compute than Feature Squeezing",
                  "measured": f"FLOPs ×{ours_c['flops_ratio']:.3f} vs ×{fs_c['flops_ratio']:.3f} of the teacher; "
                              f"time ×{ours_c['time_ratio']:.2f} vs ×{fs_c['time_ratio']:.2f}",
                  "met": ours_c["flops_ratio"] < fs_c["flops_ratio"] and ours_c["time_ratio"] < fs_c["time_ratio"]})
-    if profile.name != "fashion":  # the issue sets its targets for the fashion profile
-        for row in rows:
-            row["target"] = f"(fashion target) {row['target']}"
+    for row in rows:
+        row["target"] = goal.label_prefix + row["target"]
     return rows
 
 
 def build_time_target(profile: Profile, seconds: float, cached: bool) -> dict[str, object]:
     """The whole-build time target (not a full-build time when trained networks came from the cache)."""
-    return {"target": "whole build ≤ 600 s" if profile.name == "fashion" else "(fashion target) build ≤ 600 s",
+    budget = profile.targets.build_seconds
+    return {"target": f"{profile.targets.label_prefix}whole build ≤ {budget:.0f} s",
             "measured": f"{seconds:.0f} s" + (" (trained networks reused from the cache: "
                                               "not a full-build time)" if cached else ""),
-            "met": seconds <= 600}
+            "met": seconds <= budget}
 
 
-def build_notes(config: BuildConfig, profile: Profile, teacher: Teacher, fit: FitFeatures,
-                held_out: HeldOutFeatures) -> list[str]:
+def build_notes(steps: BuildSteps) -> list[str]:
     """What a reader of the report must know about how it was measured and what it does not cover."""
+    config, profile, teacher, fit, held_out = steps.config, steps.profile, steps.teacher, steps.fit, steps.held_out
     notes: list[str] = []
     if teacher.weights_kind == "random":
         notes.append("teacher weights are RANDOM (asked for with --weights random): plumbing/speed only")
@@ -262,21 +260,19 @@ def build_notes(config: BuildConfig, profile: Profile, teacher: Teacher, fit: Fi
         "The detector is fitted on the same perturbation families and budgets it is evaluated on (other images). "
         "Unseen perturbation types and adaptive attacks that also target BRISQUE and the student are not evaluated.",
     ]
-    if profile.name == "fashion":
-        notes.append("Fashion-MNIST images have flat black backgrounds: any pixel perturbation there shows in "
-                     "BRISQUE's MSCN statistics, which is why IQA alone catches even 2/255 attacks. Natural images "
-                     "(the imagenet profile) will be harder.")
+    notes += profile.notes
     return notes
 
 
-def build_report(config: BuildConfig, profile: Profile, version: int, created: str, data: Data,
-                 settings: Sequence[Perturbation], pgd_steps: int, teacher: Teacher, student: Student,
-                 fit: FitFeatures, held_out: HeldOutFeatures, detectors: Detectors, evaluation: dict[str, object],
-                 exported: Exported, targets: list[dict[str, object]], timer: Timer) -> dict[str, object]:
+def build_report(steps: BuildSteps, exported: Exported, targets: list[dict[str, object]],
+                 timer: Timer) -> dict[str, object]:
     """The build's report (report.json's content) from every step's results."""
+    config, profile, version, created, data = steps.config, steps.profile, steps.version, steps.created, steps.data
+    settings, pgd_steps, teacher, student = steps.settings, steps.pgd_steps, steps.teacher, steps.student
+    fit, held_out, detectors, evaluation = steps.fit, steps.held_out, steps.detectors, steps.evaluation
     accuracy, held_out_top1, agree = teacher.accuracy, teacher.held_out, student.agreement
     teacher_flops, student_flops = student.teacher_flops, student.student_flops
-    detector = detectors.members["detector"]
+    detector = detectors.members[Method.DETECTOR]
     return {
         "build": {"profile": profile.name, "version": version, "created": created, "seed": config.seed,
                   "weights": teacher.weights_kind, "host": platform.node() or "unknown",
@@ -291,12 +287,14 @@ def build_report(config: BuildConfig, profile: Profile, version: int, created: s
                         "notes": f"agreement {agree:.4f} on {student.agreement_images} held-out images; "
                                  f"1/{teacher_flops / max(student_flops, 1):.1f} of the teacher's FLOPs"},
             "detector": {"parameters": parameters(detector), "flops": exported.compute["detector_flops"],
-                         "notes": f"MLP on {FEATURE_DIM} features; threshold {detectors.thresholds['detector']:.6f}"},
+                         "notes": f"MLP on {FEATURE_DIM} features; "
+                                  f"threshold {detectors.thresholds[Method.DETECTOR]:.6f}"},
         },
         "settings": {"perturbations": [s.name for s in settings], "pgd_steps": pgd_steps,
                      "fit_images": fit.images, "eval_images": held_out.images, "severe_flip_rate": SEVERE_FLIP_RATE},
         "evaluation": evaluation,
         "calibration": {name: c.as_dict() for name, c in detectors.calibrations.items()},
+        "calibration_resplits": detectors.resplits,
         "fit": detectors.fit_stats,
         "feature_squeezing_selection": fit.selection,
         "compute": exported.compute,
@@ -305,7 +303,7 @@ def build_report(config: BuildConfig, profile: Profile, version: int, created: s
         "conditions": conditions(),
         "data": data.description,
         "export_parity": exported.parity,
-        "notes": build_notes(config, profile, teacher, fit, held_out),
+        "notes": build_notes(steps),
         "manifest_hashes": exported.hashes,
         "set_files": {k: str(v) for k, v in exported.set_files.items()},
     }
