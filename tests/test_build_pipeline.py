@@ -236,3 +236,52 @@ def test_served_ensemble_on_built_artifacts(built, tmp_path: Path) -> None:
     assert [label for label, _ in served_clean] == answers.tolist()  # the served teacher is the built one
     assert sum(verdict == "accept" for _, verdict in served_clean) >= 0.8 * len(clean), served_clean
     assert sum(verdict != "accept" for _, verdict in served_attacked) >= 0.8 * len(attacked), served_attacked
+
+
+# Stated tolerance for the torch members: oneDNN/BLAS pick convolution and matrix-product kernels by batch
+# size, so an image's logits move by float rounding with the batch it shares; through the detector that moved
+# SUSPICION by up to 3.9e-5 (Xeon, AVX-512, batches of 1-96). IQA, computed in numpy, is exact.
+SUSPICION_BATCH_TOLERANCE = 1e-4
+
+
+def test_verdicts_do_not_depend_on_batch_composition(built) -> None:
+    """The build's evaluation sample images, served in shuffled dynamic batches of every size.
+
+    IQA is bit-identical; SUSPICION stays within SUSPICION_BATCH_TOLERANCE; verdicts are identical for
+    every image (none may sit so close to the threshold that the tolerance could flip it).
+    """
+    from iqaguard.serving.preprocessing import Preprocessor, read_input_size
+
+    report = json.loads((built.report_dir / "report.json").read_text())
+    files = sorted(Path(report["samples"]["path"]).glob("*/*.png"))
+    encoded = [path.read_bytes() for path in files]
+    assert len(encoded) >= 40
+    preprocessor = Preprocessor(read_input_size(built.repository / "iqa_preprocess"))
+    members = {m: torch.jit.load(str(built.repository / m / "1" / "model.pt")) for m in BUILT_MEMBERS}
+    threshold = members[DETECTOR].threshold
+
+    def serve(batch: list[int]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        results = preprocessor.run([[encoded[i]] for i in batch])  # one request per image, as Triton batches
+        pixels = torch.from_numpy(np.concatenate([r.pixels for r in results]))
+        iqa = np.concatenate([r.iqa for r in results])
+        with torch.no_grad():
+            suspicion, verdicts = members[DETECTOR](
+                torch.from_numpy(iqa), members[TEACHER](pixels)[0], members[STUDENT](pixels))
+        return iqa, suspicion[:, 0].numpy(), verdicts
+
+    alone = [serve([i]) for i in range(len(encoded))]
+    iqa_alone = np.concatenate([a[0] for a in alone])
+    suspicion_alone = np.concatenate([a[1] for a in alone])
+    verdicts_alone = [a[2][0] for a in alone]
+    assert not np.any(np.abs(suspicion_alone - threshold) <= SUSPICION_BATCH_TOLERANCE)
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for batch_size in (2, 7, 16, 32, len(encoded)):
+        order = rng.permutation(len(encoded))
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size].tolist()
+            iqa, suspicion, verdicts = serve(batch)
+            np.testing.assert_array_equal(iqa, iqa_alone[batch])
+            worst = max(worst, float(np.abs(suspicion - suspicion_alone[batch]).max()))
+            assert verdicts == [verdicts_alone[i] for i in batch]
+    assert worst <= SUSPICION_BATCH_TOLERANCE, worst
