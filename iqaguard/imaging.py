@@ -21,6 +21,18 @@ _ALPHA_MODES = ("RGBA", "LA", "La", "RGBa", "PA")
 # Refuse truncated files instead of silently half-decoding them.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
+# The contract's formats, recognised by their leading bytes before any decoder runs; Pillow is then
+# asked to open the data with that one plugin only (never TIFF, ICO, PPM, or EPS's Ghostscript).
+_SIGNATURES: tuple[tuple[str, bytes, int], ...] = (  # (Pillow format, magic bytes, offset)
+    ("JPEG", b"\xff\xd8\xff", 0),
+    ("PNG", b"\x89PNG\r\n\x1a\n", 0),
+    ("GIF", b"GIF87a", 0),
+    ("GIF", b"GIF89a", 0),
+    ("BMP", b"BM", 0),
+    ("WEBP", b"WEBP", 8),  # RIFF....WEBP
+)
+ACCEPTED_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "GIF")
+
 
 class InvalidImageError(ValueError):
     """An input that cannot be served; the message starts with "invalid image:"."""
@@ -29,15 +41,24 @@ class InvalidImageError(ValueError):
         super().__init__(f"invalid image: {reason}")
 
 
+def sniff_format(data: bytes) -> str:
+    """The contract format `data` claims by its signature; InvalidImageError for anything else."""
+    for image_format, magic, offset in _SIGNATURES:
+        if data[offset : offset + len(magic)] == magic and (image_format != "WEBP" or data[:4] == b"RIFF"):
+            return image_format
+    raise InvalidImageError("unsupported format: only JPEG, PNG, BMP, WebP and GIF are accepted")
+
+
 def decode_image(
     data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> Image.Image:
     """Decode encoded image bytes into an 8-bit RGB image.
 
-    Applies EXIF orientation, takes the first frame of animations, composites transparency
-    over white and scales 16-bit input to 8 bits. Raises InvalidImageError with a clear reason
-    for empty, oversized, undecodable or truncated input; the pixel limit is checked from the
-    header, before any pixel data is decoded.
+    Accepts the contract's formats only (JPEG, PNG, BMP, WebP, GIF), told by their signature before
+    any decoder runs. Applies EXIF orientation, takes the first frame of animations, composites
+    transparency over white and scales 16-bit input to 8 bits. Raises InvalidImageError with a clear
+    reason for empty, oversized, unsupported, undecodable or truncated input; the pixel limit is
+    checked from the header, before any pixel data is decoded.
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise InvalidImageError(f"expected encoded bytes, got {type(data).__name__}")
@@ -46,11 +67,12 @@ def decode_image(
         raise InvalidImageError("empty input")
     if len(data) > max_bytes:
         raise InvalidImageError(f"{len(data)} bytes exceeds the limit of {max_bytes} bytes")
+    image_format = sniff_format(data)
     try:
         with warnings.catch_warnings():
             # Our own limit applies; Pillow's global decompression-bomb guard is a backstop only.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=[image_format])
     except Image.DecompressionBombError:
         raise InvalidImageError(
             f"header size exceeds the limit of {max_pixels} pixels (refused as a decompression bomb)"

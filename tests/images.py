@@ -69,4 +69,10 @@ def bad_images(photo: np.ndarray) -> dict[str, bytes]:
         "text file": b"name,score\nalice,3\nbob,4\n" * 20,
         "png claiming 50000x50000": png_header_claiming(50000, 50000),
         "jpeg magic only": b"\xff\xd8\xff\xe0",
+        # Decodable by Pillow, but outside the contract: refused by signature before any decoder runs.
+        "tiff": encode(photo, "TIFF"),
+        "ppm": encode(photo, "PPM"),
+        "ico": encode(photo[:32, :32], "ICO"),
+        "eps (would need Ghostscript)": b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n%%EOF\n",
+        "riff but not webp": b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(32),
     }

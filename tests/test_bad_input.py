@@ -68,7 +68,9 @@ def test_error_messages_name_the_problem(triton_server: TritonServer, photo: np.
     bad = bad_images(photo)
     expectations = {
         "empty": "empty input",
-        "text file": "not a recognised image format",
+        "text file": "unsupported format: only JPEG, PNG, BMP, WebP and GIF",
+        "tiff": "unsupported format",
+        "eps (would need Ghostscript)": "unsupported format",
         "truncated jpeg": "truncated",
         "png claiming 50000x50000": "exceeds the limit",
     }

@@ -112,6 +112,7 @@ PROFILES = {
         calib_images=2000,
         eval_images=1000,
         eval_clean=4000,
+        targets=Targets(build_seconds=300.0),  # the offline default: a fresh `make serve` builds it first
         notes=("Fashion-MNIST images have flat black backgrounds: any pixel perturbation there shows in "
                "BRISQUE's MSCN statistics, which is why IQA alone catches even 2/255 attacks. Natural images "
                "(the imagenet profile) will be harder.",),
