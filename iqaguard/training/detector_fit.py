@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from iqaguard.models.detector import FEATURE_DIM, IQA_DIM, Detector
 from iqaguard.training.featurize import HeldOutFeatures
 from iqaguard.training.perturb import Perturbation
 from iqaguard.training.samples import Samples
+
+log = logging.getLogger(__name__)
 
 FEATURE_GROUPS = {
     "detector": np.ones(FEATURE_DIM, dtype=bool),
@@ -171,6 +174,6 @@ def fit_and_calibrate(fit: Samples, held_out: HeldOutFeatures, settings: Sequenc
             result.reason = group_reason
     result.thresholds["feature_squeezing"] = conformal_threshold(held_out.calib_fs.max(1), target_fpr)
     result.scores["feature_squeezing"] = held_out.eval_fs
-    print(f"[build] detector threshold {result.thresholds['detector']:.6f} (calibrated on {len(held_out.calib)} clean "
-          f"images for ≤ {target_fpr:.0%} false rejections)", flush=True)
+    log.info(f"[build] detector threshold {result.thresholds['detector']:.6f} (calibrated on {len(held_out.calib)} "
+             f"clean images for ≤ {target_fpr:.0%} false rejections)")
     return result

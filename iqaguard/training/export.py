@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import platform
 import tempfile
 from dataclasses import asdict, dataclass
@@ -14,10 +15,13 @@ import torch
 import torchvision
 
 import iqaguard
-from iqaguard.contract import DETECTOR, MODEL_FILE, STUDENT, TEACHER
+from iqaguard.contract import DETECTOR, STUDENT, TEACHER
 from iqaguard.models.detector import IQA_DIM, KD_FEATURE_NAMES, Detector
 from iqaguard.models.wrappers import export_torchscript, make_meta
-from iqaguard.training import compute, repository
+from iqaguard.repository import writer as repository
+from iqaguard.repository.layout import MODEL_FILE
+from iqaguard.repository.manifest import portable_paths
+from iqaguard.training import compute
 from iqaguard.training.config import BuildConfig
 from iqaguard.training.data import ImageSet, as_float
 from iqaguard.training.detector_fit import Detectors
@@ -28,6 +32,8 @@ from iqaguard.training.samples import Samples
 from iqaguard.training.splits import Data
 from iqaguard.training.squeeze import FeatureSqueezing
 from iqaguard.training.teacher import Teacher
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -112,13 +118,12 @@ def export_set(config: BuildConfig, profile: Profile, data: Data, version: int, 
             "metrics": {"teacher_top1": teacher.accuracy, "teacher_top1_held_out_train": teacher.held_out,
                         "student_agreement": student.agreement, "teacher_flops": student.teacher_flops,
                         "student_flops": student.student_flops, **evaluation["summary"]},
-            "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+            "config": portable_paths(asdict(config), repo),
             "samples": samples,
         }
         for name, path in files.items():
             repository.write_member(repo, name, version, path, {**manifest, "member": name, "sha256": hashes[name]})
         set_files = repository.write_set_files(repo, data.labels, profile.size)
         removed = repository.prune(repo, config.keep)
-        print(f"[build] wrote version {version} to {repo} ({', '.join(files)}); pruned {len(removed)} old versions",
-              flush=True)
+        log.info(f"[build] wrote version {version} to {repo} ({', '.join(files)}); pruned {len(removed)} old versions")
     return Exported(parity, compute_report, hashes, set_files)
