@@ -15,7 +15,7 @@ serve: setup  ## build the default model set if none is built, then serve on 127
 	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m iqaguard.launcher.serve --build-if-missing
 
 build: setup  ## build the default (fashion) model set: a new version in model_repository/, report in reports/fashion/
-	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m iqaguard.pipeline --profile fashion $(BUILD_ARGS)
+	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) build/build_models.py --profile fashion $(BUILD_ARGS)
 
 test: setup  ## the full test suite (what CI runs)
 	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m ruff check .

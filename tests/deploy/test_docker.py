@@ -1,4 +1,4 @@
-"""build/Dockerfile, parsed with BuildKit's own parser (the `dockerfile` package), and what it installs.
+"""deploy/docker/Dockerfile, parsed with BuildKit's own parser (the `dockerfile` package), and what it installs.
 
 The images cannot be built here (no Docker engine), so what a build would find out late is checked
 early: the pinned Triton release is the one the embedded server runs, every COPY source exists and is
@@ -24,14 +24,16 @@ from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCKERFILE = ROOT / "build" / "Dockerfile"
-DOCKERIGNORE = ROOT / "build" / "Dockerfile.dockerignore"
-TRITON_REQUIREMENTS = ROOT / "build" / "requirements-triton.txt"
-LOADGEN_REQUIREMENTS = ROOT / "build" / "requirements-loadgen.txt"
+DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
+DOCKERIGNORE = ROOT / "deploy" / "docker" / "Dockerfile.dockerignore"
+TRITON_REQUIREMENTS = ROOT / "deploy" / "docker" / "requirements-triton.txt"
+LOADGEN_REQUIREMENTS = ROOT / "deploy" / "docker" / "requirements-loadgen.txt"
 PYTHON_BACKEND_MODEL = ROOT / "model_repository" / "iqa_preprocess" / "1" / "model.py"
-LOCUSTFILE = ROOT / "client" / "locustfile.py"
+LOCUSTFILE = ROOT / "iqaguard" / "bench" / "locustfile.py"
+FIRST_PARTY = ("iqaguard", "iqaguard_client")  # the project and its thin client distribution
+SOURCE_ROOTS = (ROOT, ROOT / "client" / "src")  # where their packages live in the checkout
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 # Triton server version -> NGC container release (Triton release notes). The embedded server reports the
 # former; the Dockerfile pins the latter. Bumping nvidia-pytriton means adding a row and moving the image.
@@ -97,10 +99,11 @@ def pyproject_ranges() -> dict[str, Requirement]:
 
 def _module_file(module: str) -> Path | None:
     """The repository file of a first-party module (a package's __init__.py for packages)."""
-    base = ROOT.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
+    for root in SOURCE_ROOTS:
+        base = root.joinpath(*module.split("."))
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate
     return None
 
 
@@ -255,7 +258,7 @@ def test_triton_requirements_are_pinned_and_within_pyproject() -> None:
 
 def test_triton_requirements_cover_the_python_backend_imports() -> None:
     """Everything iqa_preprocess's model.py imports, through iqaguard, is pinned (and nothing heavy)."""
-    _, third_party = import_closure(PYTHON_BACKEND_MODEL, first_party=("iqaguard",))
+    _, third_party = import_closure(PYTHON_BACKEND_MODEL, first_party=FIRST_PARTY)
     owners = distributions_for(third_party, provided={"triton_python_backend_utils"})
     allowed = installed_dependency_closure(pinned(TRITON_REQUIREMENTS).values())
     missing = {module: dists for module, dists in owners.items() if not dists & allowed}
@@ -272,7 +275,7 @@ def test_triton_image_smoke_imports_what_the_python_backend_imports() -> None:
 
 def test_python_backend_code_runs_on_the_images_python() -> None:
     """The 24.10 image has Python 3.10: no 3.11-only syntax or names anywhere model.py reaches."""
-    files, _ = import_closure(PYTHON_BACKEND_MODEL, first_party=("iqaguard",))
+    files, _ = import_closure(PYTHON_BACKEND_MODEL, first_party=FIRST_PARTY)
     assert any(f.is_relative_to(ROOT / "iqaguard" / "iqa") for f in files), "closure should reach iqaguard.iqa"
     for path in files:
         source = path.read_text()
@@ -303,11 +306,11 @@ def test_loadgen_requirements_are_pinned_and_within_pyproject() -> None:
 
 
 def test_loadgen_requirements_cover_the_locustfile_imports() -> None:
-    _, third_party = import_closure(LOCUSTFILE, first_party=("iqaguard", "client"))
+    _, third_party = import_closure(LOCUSTFILE, first_party=FIRST_PARTY)
     owners = distributions_for(third_party, provided=set())
     allowed = installed_dependency_closure(pinned(LOADGEN_REQUIREMENTS).values())
     missing = {module: dists for module, dists in owners.items() if not dists & allowed}
-    assert not missing, f"imported by client/locustfile.py but not in {LOADGEN_REQUIREMENTS.name}: {missing}"
+    assert not missing, f"imported by iqaguard/bench/locustfile.py but not in {LOADGEN_REQUIREMENTS.name}: {missing}"
 
 
 def test_loadgen_python_matches_the_project() -> None:
