@@ -10,13 +10,13 @@ import pytest
 import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
-from fixture_models import FIXTURE_SIZE
-from images import bad_images, encode, good_images
+from support.fixture_models import FIXTURE_SIZE
+from support.images import bad_images, encode, good_images
 from tritonclient.utils import InferenceServerException
 
 from iqaguard.contract import ENSEMBLE, VERDICTS
 from iqaguard.imaging import bytes_to_pixels
-from iqaguard.server.process import TritonServer
+from iqaguard.launcher.process import TritonServer
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from scipy.ndimage import median_filter as scipy_median
 from iqaguard.imaging import to_pixels
 from iqaguard.models.networks import MissingWeightsError, SmallResNet, SmallStudent, imagenet_teacher
 from iqaguard.models.wrappers import PixelClassifier, TeacherModule, export_torchscript, make_meta, read_meta
-from iqaguard.server.repository import versions
-from iqaguard.training import repository
+from iqaguard.repository import writer as repository
+from iqaguard.repository.layout import versions
 from iqaguard.training.data import grey_to_pixels, load_folder, read_idx
 from iqaguard.training.distill import distill
 from iqaguard.training.metrics import auroc, roc_curve, tpr_at_fpr

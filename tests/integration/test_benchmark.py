@@ -12,56 +12,14 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
-from fixture_models import FIXTURE_SIZE
-from images import bad_images, encode
+from support.fixture_models import FIXTURE_SIZE
+from support.images import bad_images, encode
 
-from client.bench_repository import artifact_meta
-from client.benchmark import ratios
-from client.inprocess import InProcessPipeline
-from client.loadgen import LoadResult, ensemble_call, measure, teacher_call
+from iqaguard.bench.inprocess import InProcessPipeline
+from iqaguard.bench.loadgen import LoadResult, ensemble_call, measure, teacher_call
 from iqaguard.contract import ENSEMBLE, ENSEMBLE_OUTPUTS, INPUT_IMAGE
 from iqaguard.imaging import InvalidImageError, bytes_to_pixels
-from iqaguard.server.process import TritonServer
-from iqaguard.server.repository import DEFAULT_REPOSITORY, copy_checked_in
-
-
-def test_measure_counts_errors_and_honours_a_duration() -> None:
-    async def fails() -> None:
-        raise RuntimeError("boom")
-
-    async def sleeps() -> None:
-        await asyncio.sleep(0.01)
-
-    failed = asyncio.run(measure("x", fails, concurrency=2, requests=5))
-    assert failed.requests == 0 and failed.errors == 5 and failed.first_error == "RuntimeError: boom"
-    timed = asyncio.run(measure("y", sleeps, concurrency=3, duration_s=0.3))
-    assert timed.errors == 0 and 0.3 <= timed.elapsed_s < 0.6
-    assert 30 <= timed.requests <= 90 and timed.throughput == pytest.approx(timed.requests / timed.elapsed_s)
-    assert 10.0 <= timed.p50_ms <= timed.p90_ms <= timed.p99_ms <= timed.max_ms
-    with pytest.raises(ValueError):
-        asyncio.run(measure("z", sleeps, concurrency=1))
-
-
-def test_ratios_per_level_and_at_peak() -> None:
-    def result(target: str, concurrency: int, throughput: float) -> LoadResult:
-        return LoadResult(target, concurrency, 10, 0, 1.0, throughput, 1, 1, 1, 1, 1)
-
-    table = ratios([
-        result("ensemble", 1, 9.0), result("teacher", 1, 10.0), result("inprocess", 1, 12.0),
-        result("ensemble", 4, 18.0), result("teacher", 4, 20.0), result("inprocess", 4, 15.0),
-    ])  # fmt: skip
-    assert table["ensemble/inprocess"] == pytest.approx({"1": 0.75, "4": 1.2, "peak": 18.0 / 15.0})
-    assert table["ensemble/teacher"] == pytest.approx({"1": 0.9, "4": 0.9, "peak": 0.9})
-
-
-def test_speed_repository_parts(tmp_path: Path, fixture_repository: Path) -> None:
-    copy_checked_in(DEFAULT_REPOSITORY, tmp_path)
-    assert {path.parent.name for path in tmp_path.glob("*/config.pbtxt")} == {
-        "iqa_preprocess", "teacher", "student", "detector", "robust_classifier",
-    }  # fmt: skip
-    assert (tmp_path / "iqa_preprocess" / "1" / "model.py").is_file() and (tmp_path / ENSEMBLE / "1").is_dir()
-    assert not list(tmp_path.glob("*/*/model.pt"))  # configs only, never built artifacts
-    assert artifact_meta(fixture_repository / "teacher" / "1" / "model.pt")["weights"] == "random"
+from iqaguard.launcher.process import TritonServer
 
 
 @pytest.mark.integration
@@ -109,7 +67,7 @@ def test_benchmark_command_writes_json_against_a_running_server(
 ) -> None:
     out = tmp_path / "bench.json"
     command = [
-        sys.executable, "-m", "client.benchmark", "--repository", str(fixture_repository),
+        sys.executable, "-m", "iqaguard.bench.benchmark", "--repository", str(fixture_repository),
         "--url", triton_server.grpc_url, "--http-url", triton_server.http_url,
         "--concurrency", "1,2", "--requests", "4", "--warmup", "1", "--json", str(out),
     ]  # fmt: skip

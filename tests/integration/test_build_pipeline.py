@@ -14,16 +14,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support import CHECKED_IN_REPOSITORY
 
 from iqaguard.contract import BUILT_MEMBERS, DETECTOR, STUDENT, TEACHER, VERDICTS
 from iqaguard.iqa import brisque
 from iqaguard.models.wrappers import read_meta
 from iqaguard.pipeline import build_model_set, main
-from iqaguard.server.repository import copy_checked_in, versions
+from iqaguard.repository.layout import copy_checked_in, versions
+from iqaguard.repository.writer import is_built, sha256
 from iqaguard.training.data import FASHION_DIR, FASHION_LABELS
-from iqaguard.training.repository import is_built, sha256
 
-REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
+REPOSITORY = CHECKED_IN_REPOSITORY
 SMALL = {
     "subset": 800, "epochs": 1, "student_epochs": 1, "fit_pool": 150, "fit_images": 24, "calib_images": 60,
     "eval_images": 24, "eval_clean": 80, "test_images": 500, "pgd_steps": 2, "cache_dir": None,
@@ -112,7 +113,7 @@ def test_writes_held_out_sample_images(built) -> None:
     from iqaguard.imaging import decode_image
 
     report = json.loads((built.report_dir / "report.json").read_text())
-    folder = Path(report["samples"]["path"])
+    folder = (built.repository / report["samples"]["path"]).resolve()  # stored relative to the repository
     assert folder == (built.report_dir / "samples").resolve()
     for member in BUILT_MEMBERS:
         manifest = json.loads((built.repository / member / "1" / "manifest.json").read_text())
@@ -175,7 +176,8 @@ def test_served_path_accepts_clean_and_flags_strong_pgd(built) -> None:
     Even this tiny build's detector must accept most clean test images (its threshold is calibrated
     for ≤ 5% rejections) and flag PGD at eps = 16/255, which BRISQUE and the student both notice.
     """
-    from iqaguard.serving.preprocessing import Preprocessor, read_input_size
+    from iqaguard.in_triton.preprocess import Preprocessor
+    from iqaguard.repository.layout import read_input_size
     from iqaguard.training.data import fashion_arrays
     from iqaguard.training.perturb import encode, pgd, to_image
 
@@ -205,7 +207,7 @@ def test_served_path_accepts_clean_and_flags_strong_pgd(built) -> None:
 def test_served_ensemble_on_built_artifacts(built, tmp_path: Path) -> None:
     """The real embedded Triton server on this build: clean test images accepted, strong PGD flagged."""
     import tritonclient.grpc as grpcclient
-    from conftest import start_server
+    from support.server import start_server
 
     from iqaguard.training.data import fashion_arrays
     from iqaguard.training.perturb import encode, pgd, to_image

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from images import bad_images, encode, good_images, png_header_claiming
 from PIL import Image
+from support.images import bad_images, encode, good_images, png_header_claiming
 
 from iqaguard.imaging import InvalidImageError, bytes_to_pixels, decode_image, to_pixels
-from iqaguard.serving.preprocessing import MissingArtifactError, Preprocessor, read_input_size
+from iqaguard.in_triton.preprocess import Preprocessor
+from iqaguard.repository.layout import MissingArtifactError, read_input_size
 
 
 def test_every_good_format_decodes_to_rgb8(photo: np.ndarray) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixture_models import fixture_modules
+from support.fixture_models import fixture_modules
 
-from iqaguard.torchscript_backend.runner import (
+from iqaguard.in_triton.torchscript_runner import (
     OutputSpec,
     RunnerConfigError,
     TorchScriptRunner,

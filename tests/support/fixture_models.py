@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iqaguard.contract import IQA_DIM, LABELS_FILE, MODEL_FILE, PREPROCESS_FILE
-from iqaguard.server.repository import DEFAULT_REPOSITORY, copy_checked_in
+from iqaguard.contract import IQA_DIM
+from iqaguard.repository.layout import LABELS_FILE, MANIFEST_FILE, MODEL_FILE, PREPROCESS_FILE, copy_checked_in
+from support import CHECKED_IN_REPOSITORY
 
 FIXTURE_META = {"profile": "test-fixture", "weights": "random"}
 FIXTURE_CLASSES = [f"fixture_class_{index}" for index in range(10)]
@@ -82,12 +83,12 @@ def fixture_modules(seed: int = 0) -> dict[str, torch.jit.ScriptModule]:
 
 def write_fixture_repository(target: Path, seed: int = 0) -> Path:
     """Copy the checked-in configs to `target` and add fixture members, labels and preprocess.json."""
-    copy_checked_in(DEFAULT_REPOSITORY, target)
+    copy_checked_in(CHECKED_IN_REPOSITORY, target)
     extra = {"meta.json": json.dumps(FIXTURE_META)}
     for name, module in fixture_modules(seed).items():
         (target / name / "1").mkdir(parents=True, exist_ok=True)
         torch.jit.save(module, str(target / name / "1" / MODEL_FILE), _extra_files=extra)
-        (target / name / "1" / "manifest.json").write_text(json.dumps(FIXTURE_META))
+        (target / name / "1" / MANIFEST_FILE).write_text(json.dumps(FIXTURE_META))
     (target / "robust_classifier" / LABELS_FILE).write_text("\n".join(FIXTURE_CLASSES) + "\n")
     height, width = FIXTURE_SIZE
     (target / "iqa_preprocess" / PREPROCESS_FILE).write_text(json.dumps({"height": height, "width": width}))

@@ -22,12 +22,12 @@ import promql_parser
 import pytest
 import tritonclient.http as httpclient
 import yaml
-from images import encode
+from support import ROOT
+from support.images import encode
 from tritonclient.utils import InferenceServerException
 
 from iqaguard.contract import ENSEMBLE, PREPROCESSOR
 
-ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "iqaguard-triton.json"

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import tritonclient.http as httpclient
+from support import CHECKED_IN_REPOSITORY
 
-from iqaguard.server.process import free_port
-from iqaguard.server.repository import DEFAULT_REPOSITORY, copy_checked_in, missing_artifacts
+from iqaguard.launcher.process import free_port
+from iqaguard.repository.layout import copy_checked_in, missing_artifacts
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.integration
 def _launch(repository: Path, log: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
     http_port = free_port()
     command = [
-        sys.executable, "-m", "iqaguard.server.launcher", "--model-repository", str(repository),
+        sys.executable, "-m", "iqaguard.launcher.serve", "--model-repository", str(repository),
         "--http-port", str(http_port), "--grpc-port", str(free_port()), "--metrics-port", str(free_port()), *extra,
     ]
     return subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT), http_port
@@ -40,7 +41,7 @@ def _wait_for_line(log: Path, needle: str, process: subprocess.Popen[bytes], tim
 
 
 def _configs_only(tmp_path: Path) -> Path:
-    return copy_checked_in(DEFAULT_REPOSITORY, tmp_path / "model_repository")
+    return copy_checked_in(CHECKED_IN_REPOSITORY, tmp_path / "model_repository")
 
 
 def test_broken_ensemble_wiring_is_refused_before_starting(tmp_path: Path) -> None:
@@ -48,7 +49,7 @@ def test_broken_ensemble_wiring_is_refused_before_starting(tmp_path: Path) -> No
     ensemble = repository / "robust_classifier" / "config.pbtxt"
     ensemble.write_text(ensemble.read_text().replace('value: "student_logits"', 'value: "student_logit"', 1))
     result = subprocess.run(
-        [sys.executable, "-m", "iqaguard.server.launcher", "--model-repository", str(repository)],
+        [sys.executable, "-m", "iqaguard.launcher.serve", "--model-repository", str(repository)],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode != 0 and "broken configs" in result.stderr and "student_logits" in result.stderr
@@ -58,7 +59,7 @@ def test_unbuilt_repository_is_refused_with_instructions(tmp_path: Path) -> None
     repository = _configs_only(tmp_path)
     assert "teacher/<version>/model.pt" in missing_artifacts(repository)
     result = subprocess.run(
-        [sys.executable, "-m", "iqaguard.server.launcher", "--model-repository", str(repository)],
+        [sys.executable, "-m", "iqaguard.launcher.serve", "--model-repository", str(repository)],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode != 0

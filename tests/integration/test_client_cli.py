@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixture_models import FIXTURE_CLASSES
-from images import bad_images, encode
+from iqaguard_client.cli import EXIT_STRICT, EXIT_UNAVAILABLE, EXIT_USAGE
+from iqaguard_client.files import Missing, expand_inputs
+from support.fixture_models import FIXTURE_CLASSES
+from support.images import bad_images, encode
 
-from client.cli import EXIT_STRICT, EXIT_UNAVAILABLE, EXIT_USAGE
-from client.files import Missing, expand_inputs
 from iqaguard.contract import VERDICTS
-from iqaguard.server.process import TritonServer, free_port
+from iqaguard.launcher.process import TritonServer, free_port
 
 CLI = Path(sys.executable).parent / "iqaguard-classify"
 

@@ -17,14 +17,14 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
-from fixture_models import FIXTURE_CLASSES, FIXTURE_SIZE
-from images import encode
+from support.fixture_models import FIXTURE_CLASSES, FIXTURE_SIZE
+from support.images import encode
 from tritonclient.utils import InferenceServerException
 
 from iqaguard.contract import ENSEMBLE, ENSEMBLE_OUTPUTS, VERDICTS
 from iqaguard.imaging import bytes_to_pixels
 from iqaguard.iqa import brisque
-from iqaguard.server.process import TritonServer
+from iqaguard.launcher.process import TritonServer
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
 NAMESPACE = "iqaguard"
 # Oldest and newest supported minor releases plus one in between: the manifests use only stable APIs.

@@ -10,12 +10,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support import ROOT
 from tritonclient.grpc import model_config_pb2 as mc
 
 from iqaguard import contract
-from iqaguard.repository_check import check_repository, load_config, load_repository, main
+from iqaguard.repository import layout
+from iqaguard.repository.check import check_repository, load_config, load_repository, main
 
-ROOT = Path(__file__).resolve().parents[1]
 REPOSITORY = ROOT / "model_repository"
 MEMBERS = (contract.PREPROCESSOR, contract.TEACHER, contract.STUDENT, contract.DETECTOR)
 
@@ -43,7 +44,7 @@ def test_ensemble_interface_matches_the_contract() -> None:
         contract.OUTPUT_VERDICT: ("TYPE_STRING", [1]),
     }
     # The classification extension (class_count top-k with names) needs the label file on PROBS.
-    assert outputs[contract.OUTPUT_PROBS].label_filename == contract.LABELS_FILE
+    assert outputs[contract.OUTPUT_PROBS].label_filename == layout.LABELS_FILE
     detector = load_config(REPOSITORY / contract.DETECTOR / "config.pbtxt")
     iqa = next(t for t in detector.input if t.name.startswith("IQA"))
     assert list(iqa.dims) == [contract.IQA_DIM]
