@@ -13,8 +13,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from iqaguard.contract import DETECTOR, STUDENT, TEACHER
-from iqaguard.repository.layout import MODEL_FILE, copy_checked_in, default_repository, missing_artifacts, model_file
+from iqaguard.contract import DETECTOR, ENSEMBLE, STUDENT, TEACHER
+from iqaguard.repository.layout import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    REPOSITORY_ENV,
+    copy_checked_in,
+    default_repository,
+    missing_artifacts,
+    model_file,
+)
 from iqaguard.repository.manifest import artifact_meta
 
 log = logging.getLogger(__name__)
@@ -53,9 +61,15 @@ def write_speed_repository(
         STUDENT: PixelClassifier(imagenet_student(), IMAGENET_MEAN, IMAGENET_STD),
         DETECTOR: Detector(),
     }
+    source = configs or default_repository()
+    if not (source / ENSEMBLE / CONFIG_FILE).is_file():
+        raise FileNotFoundError(
+            f"no checked-in configs in {source}: run from the checkout, or set ${REPOSITORY_ENV} to its "
+            "model_repository"
+        )
     if target.exists():
         shutil.rmtree(target)
-    copy_checked_in(configs or default_repository(), target)
+    copy_checked_in(source, target)
     with tempfile.TemporaryDirectory() as scratch:
         for name, module in modules.items():
             meta = make_meta(PROFILE, "random", purpose=PURPOSE, input_size=list(size))

@@ -6,7 +6,7 @@ share one definition; docs/design.md and the README show the same table (a test 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 ENSEMBLE = "robust_classifier"
 
@@ -25,8 +25,7 @@ VERDICTS = (VERDICT_ACCEPT, VERDICT_LOW_QUALITY, VERDICT_ADVERSARIAL)
 _CONFIG_TYPES = {"BYTES": "TYPE_STRING", "FP32": "TYPE_FP32"}
 
 
-@dataclass(frozen=True)
-class TensorSpec:
+class TensorSpec(NamedTuple):
     """One ensemble tensor: direction ("in"/"out"), wire datatype (BYTES, FP32) and dims per item (-1: any)."""
 
     direction: str
