@@ -21,7 +21,7 @@ from iqaguard.repository.layout import (
     MANIFEST_FILE,
     MODEL_FILE,
     PREPROCESS_FILE,
-    latest_version,
+    missing_artifacts,
     versions,
 )
 from iqaguard.repository.manifest import manifest_text, sha256
@@ -91,9 +91,5 @@ def prune(repository: Path, keep: int, members: Sequence[str] = BUILT_MEMBERS) -
 
 
 def is_built(repository: str | Path) -> bool:
-    """True when every built member has a version with a model.pt and both set files exist."""
-    repository = Path(repository)
-    members_ok = all(latest_version(repository / m) is not None for m in BUILT_MEMBERS)
-    return members_ok and (repository / ENSEMBLE / LABELS_FILE).is_file() and (
-        repository / PREPROCESSOR / PREPROCESS_FILE
-    ).is_file()
+    """True when the repository is servable: configs, a model.pt version of every member, both set files."""
+    return not missing_artifacts(Path(repository))

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from iqaguard.contract import IQA_DIM
-from iqaguard.repository.layout import LABELS_FILE, MANIFEST_FILE, MODEL_FILE, PREPROCESS_FILE, copy_checked_in
+from iqaguard.repository.layout import MANIFEST_FILE, MODEL_FILE, copy_checked_in
+from iqaguard.repository.writer import write_set_files
 from support import CHECKED_IN_REPOSITORY
 
 FIXTURE_META = {"profile": "test-fixture", "weights": "random"}
@@ -89,8 +90,6 @@ def write_fixture_repository(target: Path, seed: int = 0) -> Path:
         (target / name / "1").mkdir(parents=True, exist_ok=True)
         torch.jit.save(module, str(target / name / "1" / MODEL_FILE), _extra_files=extra)
         (target / name / "1" / MANIFEST_FILE).write_text(json.dumps(FIXTURE_META))
-    (target / "robust_classifier" / LABELS_FILE).write_text("\n".join(FIXTURE_CLASSES) + "\n")
-    height, width = FIXTURE_SIZE
-    (target / "iqa_preprocess" / PREPROCESS_FILE).write_text(json.dumps({"height": height, "width": width}))
+    write_set_files(target, FIXTURE_CLASSES, FIXTURE_SIZE)  # labels.txt and preprocess.json, as a build writes them
     assert IQA_DIM == 37
     return target
