@@ -12,10 +12,10 @@ setup:  ## create/refresh .venv and system packages (idempotent)
 	@bash scripts/setup.sh
 
 serve: setup  ## build the default model set if none is built, then serve on 127.0.0.1:8000/8001/8002
-	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m iqaguard.server.launcher --build-if-missing
+	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m iqaguard.launcher.serve --build-if-missing
 
 build: setup  ## build the default (fashion) model set: a new version in model_repository/, report in reports/fashion/
-	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m iqaguard.pipeline --profile fashion $(BUILD_ARGS)
+	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) build/build_models.py --profile fashion $(BUILD_ARGS)
 
 test: setup  ## the full test suite (what CI runs)
 	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m ruff check .
@@ -28,7 +28,7 @@ bench-iqa: setup  ## BRISQUE speed: iqaguard vs the `brisque` reference package,
 	@$(PY) -m iqaguard.iqa.benchmark
 
 loadtest: setup  ## headless Locust load test on 127.0.0.1 (USERS=8 DURATION=30s); starts the embedded server if none runs; CSV+HTML in reports/locust/
-	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m client.loadtest --users $(USERS) --duration $(DURATION) $(LOADTEST_ARGS)
+	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m iqaguard.bench.loadtest --users $(USERS) --duration $(DURATION) $(LOADTEST_ARGS)
 
 bench: setup  ## served ensemble vs served teacher vs in-process pipeline (imagenet profile, 224x224, RANDOM weights); JSON in reports/bench/
-	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH OMP_WAIT_POLICY=$(OMP_WAIT_POLICY) $(PY) -m client.benchmark $(BENCH_ARGS)
+	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH OMP_WAIT_POLICY=$(OMP_WAIT_POLICY) $(PY) -m iqaguard.bench.benchmark $(BENCH_ARGS)

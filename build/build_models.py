@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
-"""Build a model set into the model repository: a thin entry over `python -m iqaguard.pipeline`.
+"""The model build: turn weights and images into a model set in a model repository (`make build` runs this).
 
-    python build/build_models.py --profile fashion
-    python build/build_models.py --profile imagenet --images /data/photos [--weights PATH|random]
+    python build/build_models.py --profile fashion                      # the offline default set
+    python build/build_models.py --profile imagenet --images DIR [--weights PATH|random]
+    python build/build_models.py --help                                 # every option
+
+The pipeline itself is the library's (iqaguard.pipeline, also `python -m iqaguard.pipeline`); this
+folder is the build's place in the checkout: build -> model_repository -> server -> client. It is a
+folder of scripts, never an importable package (a package named `build` would shadow PyPA's build).
 """
 
 import sys

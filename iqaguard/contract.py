@@ -1,29 +1,39 @@
-"""The ensemble's tensor contract (see DESIGN.md): names shared by configs, server, clients and tests."""
+"""The ensemble's contract (see docs/design.md): names shared by configs, server, clients and tests.
+
+The wire part (ensemble name, tensors, verdicts) is defined once in the client distribution,
+iqaguard_client.contract, and re-exported here; the server side adds its model names and IQA sizes.
+File names and member tensor names are the repository layout's (iqaguard.repository.layout).
+"""
 
 from __future__ import annotations
 
-ENSEMBLE = "robust_classifier"
+from iqaguard_client.contract import (
+    ENSEMBLE,
+    ENSEMBLE_OUTPUTS,
+    ENSEMBLE_TENSORS,
+    INPUT_IMAGE,
+    OUTPUT_PROBS,
+    OUTPUT_QUALITY,
+    OUTPUT_SUSPICION,
+    OUTPUT_VERDICT,
+    VERDICT_ACCEPT,
+    VERDICT_ADVERSARIAL,
+    VERDICT_LOW_QUALITY,
+    VERDICTS,
+    TensorSpec,
+)
+
+__all__ = [
+    "BUILT_MEMBERS", "DETECTOR", "ENSEMBLE", "ENSEMBLE_OUTPUTS", "ENSEMBLE_TENSORS", "INPUT_IMAGE", "IQA_DIM",
+    "IQA_FEATURES", "OUTPUT_PROBS", "OUTPUT_QUALITY", "OUTPUT_SUSPICION", "OUTPUT_VERDICT", "PREPROCESSOR",
+    "STUDENT", "TEACHER", "VERDICTS", "VERDICT_ACCEPT", "VERDICT_ADVERSARIAL", "VERDICT_LOW_QUALITY", "TensorSpec",
+]  # fmt: skip
+
 PREPROCESSOR = "iqa_preprocess"
 TEACHER = "teacher"
 STUDENT = "student"
 DETECTOR = "detector"
 BUILT_MEMBERS = (TEACHER, STUDENT, DETECTOR)
 
-INPUT_IMAGE = "IMAGE"
-OUTPUT_PROBS = "PROBS"
-OUTPUT_QUALITY = "QUALITY"
-OUTPUT_SUSPICION = "SUSPICION"
-OUTPUT_VERDICT = "VERDICT"
-ENSEMBLE_OUTPUTS = (OUTPUT_PROBS, OUTPUT_QUALITY, OUTPUT_SUSPICION, OUTPUT_VERDICT)
-
-VERDICT_ACCEPT = "accept"
-VERDICT_LOW_QUALITY = "low_quality"
-VERDICT_ADVERSARIAL = "adversarial"
-VERDICTS = (VERDICT_ACCEPT, VERDICT_LOW_QUALITY, VERDICT_ADVERSARIAL)
-
 IQA_FEATURES = 36
 IQA_DIM = IQA_FEATURES + 1  # the 36 BRISQUE features, then the score
-
-LABELS_FILE = "labels.txt"  # beside the ensemble's config.pbtxt
-PREPROCESS_FILE = "preprocess.json"  # beside iqa_preprocess's config.pbtxt: {"height": H, "width": W}
-MODEL_FILE = "model.pt"

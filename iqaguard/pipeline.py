@@ -7,7 +7,7 @@
 Each build writes a new version of teacher/student/detector into the model repository (keeping the
 newest few), the set's labels.txt and preprocess.json, a manifest beside each version, and the
 report to reports/<profile>/, with a few evaluated images in reports/<profile>/samples/ (the
-load tests' pool; every manifest names it under "samples").
+load tests' pool; every manifest names it under "samples", relative to the repository root).
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ import torch
 
 from iqaguard.cache import cache_dir
 from iqaguard.contract import DETECTOR, STUDENT, TEACHER
+from iqaguard.log import cli_logging
 from iqaguard.models.networks import MissingWeightsError
-from iqaguard.training import repository
+from iqaguard.repository import writer as repository
+from iqaguard.repository.manifest import relative_to_repository
 from iqaguard.training.config import BuildConfig, prepare
 from iqaguard.training.detector_fit import fit_and_calibrate
 from iqaguard.training.distill import build_student
@@ -83,6 +85,7 @@ def build(config: BuildConfig) -> BuildResult:
     with timer.step("sample images"):
         samples = write_samples(report_dir / SAMPLES_DIR, data.eval.pixels, held_out.kept, settings,
                                 evaluation["summary"]["severe_distortion_settings"])
+    samples["path"] = relative_to_repository(Path(str(samples["path"])), repo)  # artifacts hold no host paths
     steps = BuildSteps(config, profile, repository.next_version(repo), created, data, settings, pgd_steps, teacher,
                        student, fit, held_out, detectors, evaluation, samples)
     with timer.step("export"):
@@ -151,6 +154,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    cli_logging()
     options = {k: v for k, v in vars(args).items() if k not in ("profile", "repository", "no_cache")}
     if args.no_cache:
         options["cache_dir"] = None

@@ -30,7 +30,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 # Re-install only when the dependency declarations changed since the last successful setup.
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml client/pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
     echo "setup: $VENV is current"
     exit 0
@@ -39,7 +39,12 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # torch is pinned to 2.14.x from PyPI (the CUDA build runs on CPU too): the machine-local
 # torch==2.13.0+cpu wheel cannot load any PyPI torchvision, and the pin keeps it out.
-"$VENV/bin/python" -m pip install -q -e ".[test]"
+# One resolution for both distributions: the thin client (./client, import iqaguard_client, the
+# `iqaguard-classify` command) satisfies iqaguard's dependency on it, so nothing is looked up by that name.
+"$VENV/bin/python" -m pip install -q -e ./client -e ".[test]"
+# Upgrading from the layout where iqaguard itself carried `iqaguard-classify`, removing the old iqaguard
+# also removed the script the client had just installed: put it back.
+[ -x "$VENV/bin/iqaguard-classify" ] || "$VENV/bin/python" -m pip install -q --no-deps --force-reinstall -e ./client
 # The Triton server binary ships inside nvidia-pytriton; its Python deps are not needed.
 "$VENV/bin/python" -m pip install -q --no-deps "nvidia-pytriton==0.7.0"
 "$VENV/bin/python" - <<'PY'

@@ -1,4 +1,8 @@
-"""Shared fixtures: a fixture model repository and one real Triton server on 127.0.0.1 per session."""
+"""Shared fixtures: a fixture model repository and one real Triton server on 127.0.0.1 per session.
+
+Tests are grouped by what they exercise: unit/ (no server), integration/ (a real server or the
+installed commands), deploy/ (deployment files and model configs). Helpers live in support/.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixture_models import write_fixture_repository
+from support.fixture_models import write_fixture_repository
+from support.server import start_server
 
-from iqaguard.server.process import ServerOptions, TritonServer, free_port
-
-
-def start_server(repository: Path, log_path: Path, **options: object) -> TritonServer:
-    """Start a server on free 127.0.0.1 ports and wait for readiness; show its log if it fails."""
-    server = TritonServer(
-        ServerOptions(
-            repository=repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-            **options,  # type: ignore[arg-type]
-        ),
-        log=log_path.open("wb"),
-    )
-    server.start()
-    try:
-        server.startup_seconds = server.wait_ready(timeout=240)  # type: ignore[attr-defined]
-    except Exception:
-        server.stop()
-        tail = log_path.read_text(errors="replace")[-6000:]
-        pytest.fail(f"Triton server did not start; log tail:\n{tail}")
-    return server
+from iqaguard.launcher.process import TritonServer
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +29,6 @@ def triton_server(fixture_repository: Path, tmp_path_factory: pytest.TempPathFac
     server = start_server(fixture_repository, tmp_path_factory.mktemp("logs") / "triton.log")
     yield server
     server.stop()
-
-
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from iqaguard.training.methods import Guard, Method
 from iqaguard.training.perturb import Perturbation
 from iqaguard.training.samples import Samples
 from iqaguard.training.squeeze import FeatureSqueezing
+
+log = logging.getLogger(__name__)
 
 FEATURE_GROUPS = {
     Method.DETECTOR: np.ones(FEATURE_DIM, dtype=bool),
@@ -267,8 +270,7 @@ def fit_and_calibrate(fit: FitFeatures, held_out: HeldOutFeatures, settings: Seq
                                             target_fpr, confidence)
     chosen = result.calibrations[Method.DETECTOR]
     rates = ", ".join(f"{run['false_rejection_rate']:.2%}" for run in result.resplits)
-    print(f"[build] detector threshold {chosen.threshold:.6f}: calibrated on {chosen.calibration_images} clean images "
-          f"for ≤ {target_fpr:.0%} false rejections with {confidence:.0%} confidence (expected "
-          f"{chosen.expected_rate:.2%}, {confidence:.0%} bound {chosen.rate_bound:.2%}); re-drawn splits: {rates}",
-          flush=True)
+    log.info(f"[build] detector threshold {chosen.threshold:.6f}: calibrated on {chosen.calibration_images} clean "
+             f"images for ≤ {target_fpr:.0%} false rejections with {confidence:.0%} confidence (expected "
+             f"{chosen.expected_rate:.2%}, {confidence:.0%} bound {chosen.rate_bound:.2%}); re-drawn splits: {rates}")
     return result

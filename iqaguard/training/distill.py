@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from iqaguard.training.loop import bf16_autocast, train_epochs, use_bf16
 from iqaguard.training.profiles import Profile
 from iqaguard.training.splits import Data
 from iqaguard.training.teacher import Teacher, predict
+
+log = logging.getLogger(__name__)
 
 
 def distillation_loss(
@@ -154,6 +157,6 @@ def build_student(config: BuildConfig, profile: Profile, data: Data, teacher: Te
     size = (1, 3, *profile.size)
     teacher_flops = flops(teacher.module.classifier, torch.rand(size))
     student_flops = flops(student, torch.rand(size))
-    print(f"[build] student agreement {agree:.4f}; FLOPs teacher {teacher_flops:,} student {student_flops:,} "
-          f"(1/{teacher_flops / max(student_flops, 1):.1f})", flush=True)
+    log.info(f"[build] student agreement {agree:.4f}; FLOPs teacher {teacher_flops:,} student {student_flops:,} "
+             f"(1/{teacher_flops / max(student_flops, 1):.1f})")
     return Student(student, info, agree, len(agreement_set), teacher_flops, student_flops)

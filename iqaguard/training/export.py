@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import platform
 import tempfile
 from dataclasses import asdict, dataclass
@@ -14,14 +15,19 @@ import torch
 import torchvision
 
 import iqaguard
-from iqaguard.contract import DETECTOR, MODEL_FILE, STUDENT, TEACHER
+from iqaguard.contract import DETECTOR, STUDENT, TEACHER
 from iqaguard.models.detector import IQA_DIM, KD_FEATURE_NAMES, Detector
 from iqaguard.models.wrappers import export_torchscript, make_meta
-from iqaguard.training import compute, repository
+from iqaguard.repository import writer as repository
+from iqaguard.repository.layout import MODEL_FILE
+from iqaguard.repository.manifest import portable_paths
+from iqaguard.training import compute
 from iqaguard.training.data import ImageSet, as_float
 from iqaguard.training.methods import Method
 from iqaguard.training.results import BuildSteps
 from iqaguard.training.samples import Samples
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -107,13 +113,12 @@ def export_set(steps: BuildSteps) -> Exported:
             "metrics": {"teacher_top1": teacher.accuracy, "teacher_top1_held_out_train": teacher.held_out,
                         "student_agreement": student.agreement, "teacher_flops": student.teacher_flops,
                         "student_flops": student.student_flops, **evaluation["summary"]},
-            "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+            "config": portable_paths(asdict(config), repo),
             "samples": samples,
         }
         for name, path in files.items():
             repository.write_member(repo, name, version, path, {**manifest, "member": name, "sha256": hashes[name]})
         set_files = repository.write_set_files(repo, data.labels, profile.size)
         removed = repository.prune(repo, config.keep)
-        print(f"[build] wrote version {version} to {repo} ({', '.join(files)}); pruned {len(removed)} old versions",
-              flush=True)
+        log.info(f"[build] wrote version {version} to {repo} ({', '.join(files)}); pruned {len(removed)} old versions")
     return Exported(parity, compute_report, hashes, set_files)

@@ -5,6 +5,7 @@ Streams one perturbation setting at a time so only features are kept, never all 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ from iqaguard.training.squeeze import (
     select_squeezer,
     squeeze_distances,
 )
+
+log = logging.getLogger(__name__)
 
 FS_SELECTION_IMAGES = 300  # fit images on which the Feature Squeezing configuration is chosen
 
@@ -171,7 +174,7 @@ def fit_features(config: BuildConfig, profile: Profile, data: Data, settings: Se
         parts.append(perturbed)
         if squeezes:
             squeezer, selection = select_squeezer(clean_fs, perturbed, perturbed_fs, len(settings))
-    print(f"[build] baseline: {squeezer.name}", flush=True)
+    log.info(f"[build] baseline: {squeezer.name}")
     return FitFeatures(Samples.concat(parts), fit_images, squeezer, selection)
 
 

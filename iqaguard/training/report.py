@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import platform
@@ -27,6 +28,8 @@ from iqaguard.training.methods import Method
 from iqaguard.training.metrics import auroc, roc_curve
 from iqaguard.training.profiles import Profile
 from iqaguard.training.results import BuildSteps
+
+log = logging.getLogger(__name__)
 
 
 def _fmt(value: object, digits: int = 3) -> str:
@@ -160,12 +163,12 @@ class Timer:
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
-        print(f"[build] {name} ...", flush=True)
+        log.info(f"[build] {name} ...")
         started, cpu_started = time.perf_counter(), time.process_time()
         yield
         self.timings[name] = time.perf_counter() - started
         self.cpu[name] = time.process_time() - cpu_started
-        print(f"[build] {name}: {self.timings[name]:.1f} s (CPU {self.cpu[name]:.1f} s)", flush=True)
+        log.info(f"[build] {name}: {self.timings[name]:.1f} s (CPU {self.cpu[name]:.1f} s)")
 
     @property
     def total(self) -> float:
@@ -317,9 +320,8 @@ def write_report(report_dir: Path, report: dict[str, object],
     write_json(report_dir / "report.json", report)
     (report_dir / "report.md").write_text(markdown(report))
     plot_roc(report_dir / "roc.png", curves, f"{build['profile']} v{build['version']}: clean vs perturbed-and-wrong")
-    print(f"[build] report: {report_dir / 'report.md'}", flush=True)
+    log.info(f"[build] report: {report_dir / 'report.md'}")
     for name, seconds in report["timings"].items():
-        print(f"[build] time {name:<48} {seconds:7.1f} s  (CPU {report['cpu_seconds'].get(name, 0.0):7.1f} s)",
-              flush=True)
+        log.info(f"[build] time {name:<48} {seconds:7.1f} s  (CPU {report['cpu_seconds'].get(name, 0.0):7.1f} s)")
     for target in report["targets"]:
-        print(f"[build] target {target['target']}: {target['measured']} -> {'met' if target['met'] else 'MISSED'}")
+        log.info(f"[build] target {target['target']}: {target['measured']} -> {'met' if target['met'] else 'MISSED'}")

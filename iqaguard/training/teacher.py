@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from iqaguard.training.data import as_float, batches
 from iqaguard.training.loop import bf16_autocast, train_epochs, use_bf16
 from iqaguard.training.profiles import Profile
 from iqaguard.training.splits import Data
+
+log = logging.getLogger(__name__)
 
 
 def augment(pixels: torch.Tensor, generator: torch.Generator, pad: int = 1) -> torch.Tensor:
@@ -150,6 +153,6 @@ def build_teacher(config: BuildConfig, profile: Profile, data: Data) -> Teacher:
     accuracy = evaluate_accuracy(module, data.test.pixels, data.test.labels) if data.test is not None else None
     # Held-out training images (the detector's fit pool): a validation figure never used for any choice.
     held_out = evaluate_accuracy(module, data.fit.pixels, data.fit.labels) if data.fit.labels is not None else None
-    print(f"[build] teacher weights: {weights_kind}; test top-1: {'n/a' if accuracy is None else f'{accuracy:.4f}'}"
-          f"; held-out train top-1: {'n/a' if held_out is None else f'{held_out:.4f}'}", flush=True)
+    log.info(f"[build] teacher weights: {weights_kind}; test top-1: {'n/a' if accuracy is None else f'{accuracy:.4f}'}"
+             f"; held-out train top-1: {'n/a' if held_out is None else f'{held_out:.4f}'}")
     return Teacher(classifier, module, weights_kind, info, accuracy, held_out)

@@ -1,11 +1,12 @@
-"""Triton Python-backend glue for iqa_preprocess; the work itself is iqaguard.serving.preprocessing."""
+"""Triton Python-backend glue for iqa_preprocess; the work itself is iqaguard.in_triton.preprocess."""
 
 import json
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from iqaguard.serving.preprocessing import Preprocessor, read_input_size
+from iqaguard.in_triton.preprocess import Preprocessor
+from iqaguard.repository.layout import read_input_size
 
 
 class TritonPythonModel:

@@ -1,0 +1,169 @@
+"""Start, wait for and stop one embedded Triton server process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from iqaguard.launcher.backends import TritonInstall, assemble_backend_directory, server_environment
+
+LOOPBACK = "127.0.0.1"
+# On hosts without CUDA these avoid GPU allocations and metrics; harmless where a GPU exists.
+_CPU_FLAGS = ("--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0")
+
+
+class ServerStartError(RuntimeError):
+    """The server exited or did not become ready in time."""
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def server_ready(http_url: str, timeout_s: float = 2.0) -> bool:
+    """Whether a Triton server answers /v2/health/ready with 200 at http_url (host:port, no scheme)."""
+    try:
+        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=timeout_s) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def has_gpu() -> bool:
+    """Whether an NVIDIA GPU is visible (the device nodes exist)."""
+    return Path("/dev/nvidiactl").exists()
+
+
+@dataclass
+class ServerOptions:
+    """How to start the server; ports default to Triton's 8000/8001/8002."""
+
+    repository: Path
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    model_control_mode: str = "none"
+    load_models: list[str] = field(default_factory=list)
+    log_verbose: int = 0
+    extra_args: list[str] = field(default_factory=list)
+
+    def command(self, install: TritonInstall, backend_dir: Path) -> list[str]:
+        """The tritonserver command line; every listener bound to 127.0.0.1."""
+        args = [
+            str(install.binary),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={backend_dir}",
+            f"--http-address={LOOPBACK}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={LOOPBACK}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={LOOPBACK}",
+            f"--metrics-port={self.metrics_port}",
+            f"--model-control-mode={self.model_control_mode}",
+            f"--log-verbose={self.log_verbose}",
+            "--exit-timeout-secs=10",
+        ]
+        args += [f"--load-model={name}" for name in self.load_models]
+        if not has_gpu():
+            args += list(_CPU_FLAGS)
+        return args + list(self.extra_args)
+
+
+class TritonServer:
+    """One tritonserver child process, stopped by PID."""
+
+    def __init__(self, options: ServerOptions, log: IO[bytes] | None = None) -> None:
+        self.options = options
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.startup_seconds: float | None = None  # set by wait_ready
+
+    @property
+    def pid(self) -> int:
+        """PID of the running server."""
+        if self.process is None:
+            raise RuntimeError("server not started")
+        return self.process.pid
+
+    @property
+    def http_url(self) -> str:
+        return f"{LOOPBACK}:{self.options.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{LOOPBACK}:{self.options.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.options.metrics_port}/metrics"
+
+    def start(self) -> None:
+        """Launch tritonserver (does not wait for readiness)."""
+        install = TritonInstall.locate()
+        backend_dir = assemble_backend_directory(install)
+        self.process = subprocess.Popen(
+            self.options.command(install, backend_dir),
+            env=server_environment(install),
+            stdout=self.log,
+            stderr=subprocess.STDOUT if self.log is not None else None,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: signals from a terminal go to the launcher
+        )
+
+    def is_ready(self) -> bool:
+        """Whether this server's /v2/health/ready answers 200."""
+        return server_ready(self.http_url)
+
+    def wait_ready(self, timeout: float = 180.0) -> float:
+        """Block until ready; return seconds waited. Raises ServerStartError if it exits or times out."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                raise ServerStartError(f"tritonserver exited with code {code} before becoming ready")
+            if self.is_ready():
+                self.startup_seconds = time.monotonic() - started
+                return self.startup_seconds
+            time.sleep(0.25)
+        raise ServerStartError(f"tritonserver not ready after {timeout:.0f} s")
+
+    def terminate(self) -> None:
+        """Ask the server to shut down (SIGTERM by PID) without waiting."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL the server's whole process group (it and its backend stubs)."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM the server, escalate to SIGKILL of its group after `timeout`; return its exit code."""
+        if self.process is None:
+            return None
+        self.terminate()
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.process.wait(timeout=10)
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,128 @@
+"""`iqaguard-serve`: run the embedded Triton server on 127.0.0.1 in the foreground.
+
+Checks the model repository first (and, with --build-if-missing, builds the default model set),
+waits until the server is ready, prints where it listens, and forwards SIGINT/SIGTERM to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from iqaguard.launcher.process import ServerOptions, ServerStartError, TritonServer
+from iqaguard.log import cli_logging
+from iqaguard.repository.check import check_repository, format_problems
+from iqaguard.repository.layout import REPOSITORY_ENV, default_repository, missing_artifacts
+from iqaguard.repository.manifest import describe_members
+
+DEFAULT_PROFILE = "fashion"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="iqaguard-serve",
+        description="Serve the robust_classifier ensemble with the real Triton server, on 127.0.0.1.",
+    )
+    parser.add_argument(
+        "--model-repository", type=Path, default=default_repository(),
+        help=f"default: ${REPOSITORY_ENV}, else ./model_repository (%(default)s)",
+    )  # fmt: skip
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument(
+        "--model-control-mode", choices=("none", "poll", "explicit"), default="none",
+        help="Triton's model control mode (default: %(default)s)",
+    )
+    parser.add_argument("--load-model", action="append", default=[], help="with explicit mode; repeatable")
+    parser.add_argument("--log-verbose", type=int, default=0, help="Triton log verbosity (0 = info)")
+    parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for readiness")
+    parser.add_argument(
+        "--build-if-missing", action="store_true",
+        help=f"build the default model set ({DEFAULT_PROFILE}) first when the repository has none",
+    )
+    parser.add_argument("extra", nargs="*", help="further tritonserver flags, after `--`")
+    return parser.parse_args(argv)
+
+
+def ensure_model_set(repository: Path, build_if_missing: bool) -> None:
+    """Exit with a clear message (or build the default set) when configs are broken or artifacts missing."""
+    problems = check_repository(repository)
+    if problems:
+        sys.exit(f"iqaguard-serve: {repository} has broken configs:\n{format_problems(problems)}")
+    missing = missing_artifacts(repository)
+    if not missing:
+        return
+    if not build_if_missing:
+        sys.exit(
+            f"iqaguard-serve: {repository} is not servable; missing:\n  "
+            + "\n  ".join(missing)
+            + "\nBuild the default model set with `make build` (or run `make serve`, which builds it)."
+        )
+    from iqaguard.pipeline import build_model_set  # heavy: torch, training
+
+    print(f"iqaguard-serve: no model set built in {repository}; building the '{DEFAULT_PROFILE}' profile")
+    build_model_set(profile=DEFAULT_PROFILE, repository=repository)
+    still_missing = missing_artifacts(repository)
+    if still_missing:
+        sys.exit("iqaguard-serve: the build finished but left out:\n  " + "\n  ".join(still_missing))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cli_logging()
+    repository = args.model_repository.resolve()
+    ensure_model_set(repository, args.build_if_missing)
+    options = ServerOptions(
+        repository=repository,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        model_control_mode=args.model_control_mode,
+        load_models=args.load_model,
+        log_verbose=args.log_verbose,
+        extra_args=args.extra,
+    )
+    server = TritonServer(options)
+    stop_requests: list[int] = []
+
+    def request_stop(signum: int, _frame: object) -> None:
+        # Only signal here: the main thread is blocked waiting on the child and reaps it.
+        if stop_requests:
+            print("iqaguard-serve: second signal, killing the server", flush=True)
+            server.kill()
+            return
+        stop_requests.append(signum)
+        print(f"iqaguard-serve: {signal.Signals(signum).name} received, stopping the server", flush=True)
+        server.terminate()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    for line in describe_members(repository):
+        print(f"iqaguard-serve: {line}")
+    server.start()
+    try:
+        seconds = server.wait_ready(args.ready_timeout)
+    except ServerStartError as error:
+        code = server.stop()
+        if stop_requests:
+            return code or 0
+        print(f"iqaguard-serve: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"iqaguard-serve: ready in {seconds:.1f} s (pid {server.pid}) — HTTP http://{server.http_url}, "
+        f"gRPC {server.grpc_url}, metrics {server.metrics_url}",
+        flush=True,
+    )
+    code = server.process.wait() if server.process else 1
+    if stop_requests:
+        print(f"iqaguard-serve: stopped (tritonserver exit code {code})", flush=True)
+    else:
+        print(f"iqaguard-serve: tritonserver exited unexpectedly with code {code}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,1 +1,0 @@
-"""iqaguard's Python-based `pytorch` backend: serves TorchScript members when LibTorch is absent."""
