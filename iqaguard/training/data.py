@@ -96,7 +96,9 @@ def grey_to_pixels(images: np.ndarray, size: tuple[int, int], desc: str = "pixel
 def load_fashion(size: tuple[int, int], root: Path | None = None) -> tuple[ImageSet, ImageSet]:
     """Fashion-MNIST train (60k) and test (10k) as served pixels with labels."""
     arrays = fashion_arrays(root)
-    source = str(root or FASHION_DIR)
+    local = all((Path(root or FASHION_DIR) / name).is_file() for name in FASHION_FILES.values())
+    # Descriptions travel in manifests: name the source, not a path on the build host.
+    source = "Fashion-MNIST (" + ("Debian package dataset-fashion-mnist" if local else "torchvision download") + ")"
     train = ImageSet(grey_to_pixels(arrays["train_images"], size, "train pixels"),
                      arrays["train_labels"].astype(np.int64), f"{source} (train)")
     test = ImageSet(grey_to_pixels(arrays["test_images"], size, "test pixels"),
@@ -125,7 +127,7 @@ def load_folder(folder: Path, size: tuple[int, int], limit: int | None = None) -
         pixels.append(np.rint(to_pixels(image, size) * 255.0).astype(np.uint8))
     if not pixels:
         raise FileNotFoundError(f"no decodable images under {folder} ({skipped} files refused)")
-    return ImageSet(np.stack(pixels), None, f"{folder} ({len(pixels)} images, {skipped} refused)")
+    return ImageSet(np.stack(pixels), None, f"folder {Path(folder).name}/ ({len(pixels)} images, {skipped} refused)")
 
 
 def as_float(pixels: np.ndarray) -> torch.Tensor:

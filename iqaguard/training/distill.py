@@ -138,7 +138,7 @@ def make_student(config: BuildConfig, profile: Profile, data: Data, teacher: nn.
     cached = cache_path(config.cache_dir, "student", key)
     if cached is not None and cached.is_file():
         student.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
-        return student.eval(), {"epochs": epochs, "bf16": bf16, "cache": f"reused {cached}"}
+        return student.eval(), {"epochs": epochs, "bf16": bf16, "cache": f"reused {cached.name} from the build cache"}
     losses = distill(student, teacher, data.train.pixels, epochs, config.seed + 1, labels=data.train.labels, bf16=bf16)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
