@@ -136,7 +136,8 @@ def make_teacher(config: BuildConfig, profile: Profile, data: Data) -> tuple[Pix
     classifier = classifier.to(memory_format=torch.channels_last)
     if cached is not None and cached.is_file():
         classifier.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
-        return classifier.eval(), "trained", {"epochs": epochs, "bf16": bf16, "cache": f"reused {cached.name} from the build cache"}
+        reused = f"reused {cached.name} from the build cache"
+        return classifier.eval(), "trained", {"epochs": epochs, "bf16": bf16, "cache": reused}
     losses = train_teacher(classifier, data.train.pixels, data.train.labels, epochs, config.seed, bf16=bf16)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
