@@ -26,7 +26,7 @@ from iqaguard.training.data import FASHION_DIR, FASHION_LABELS
 
 REPOSITORY = CHECKED_IN_REPOSITORY
 SMALL = {
-    "subset": 800, "epochs": 1, "student_epochs": 1, "fit_pool": 150, "fit_images": 24, "calib_images": 60,
+    "subset": 800, "epochs": 1, "student_epochs": 1, "fit_pool": 150, "fit_images": 24, "calib_images": 200,
     "eval_images": 24, "eval_clean": 80, "test_images": 500, "pgd_steps": 2, "cache_dir": None,
 }
 
@@ -252,10 +252,11 @@ def test_verdicts_do_not_depend_on_batch_composition(built) -> None:
     IQA is bit-identical; SUSPICION stays within SUSPICION_BATCH_TOLERANCE; verdicts are identical for
     every image (none may sit so close to the threshold that the tolerance could flip it).
     """
-    from iqaguard.serving.preprocessing import Preprocessor, read_input_size
+    from iqaguard.in_triton.preprocess import Preprocessor
+    from iqaguard.repository.layout import read_input_size
 
     report = json.loads((built.report_dir / "report.json").read_text())
-    files = sorted(Path(report["samples"]["path"]).glob("*/*.png"))
+    files = sorted((built.repository / report["samples"]["path"]).glob("*/*.png"))  # relative to the repository
     encoded = [path.read_bytes() for path in files]
     assert len(encoded) >= 40
     preprocessor = Preprocessor(read_input_size(built.repository / "iqa_preprocess"))
