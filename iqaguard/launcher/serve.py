@@ -12,6 +12,14 @@ import sys
 from pathlib import Path
 
 from iqaguard.launcher.process import ServerOptions, ServerStartError, TritonServer
+from iqaguard.launcher.security import (
+    ADMIN_APIS,
+    ADMIN_HEADER,
+    ADMIN_KEY_ENV,
+    ADMIN_KEY_FILE_ENV,
+    configured_admin_key,
+    unguessable_key,
+)
 from iqaguard.log import cli_logging
 from iqaguard.repository.check import check_repository, format_problems
 from iqaguard.repository.layout import REPOSITORY_ENV, default_repository, missing_artifacts
@@ -37,6 +45,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Triton's model control mode (default: %(default)s)",
     )
     parser.add_argument("--load-model", action="append", default=[], help="with explicit mode; repeatable")
+    parser.add_argument(
+        "--admin-key-file", type=Path,
+        help=f"file holding the credential for Triton's admin APIs ({', '.join(ADMIN_APIS)}); "
+        f"or set ${ADMIN_KEY_ENV} / ${ADMIN_KEY_FILE_ENV}. Without one they are closed to every client",
+    )  # fmt: skip
     parser.add_argument("--log-verbose", type=int, default=0, help="Triton log verbosity (0 = info)")
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for readiness")
     parser.add_argument(
@@ -70,6 +83,16 @@ def ensure_model_set(repository: Path, build_if_missing: bool) -> None:
         sys.exit("iqaguard-serve: the build finished but left out:\n  " + "\n  ".join(still_missing))
 
 
+def admin_key(args: argparse.Namespace) -> str:
+    """The operator's admin credential (file, then environment), else an unguessable one: APIs closed."""
+    key = args.admin_key_file.read_text().strip() if args.admin_key_file else configured_admin_key()
+    if key:
+        print(f"iqaguard-serve: admin APIs ({', '.join(ADMIN_APIS)}) need the header {ADMIN_HEADER}")
+        return key
+    print(f"iqaguard-serve: admin APIs ({', '.join(ADMIN_APIS)}) closed: no credential configured")
+    return unguessable_key()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cli_logging()
@@ -84,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         load_models=args.load_model,
         log_verbose=args.log_verbose,
         extra_args=args.extra,
+        admin_key=admin_key(args),
     )
     server = TritonServer(options)
     stop_requests: list[int] = []
@@ -117,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     code = server.process.wait() if server.process else 1
+    server.cleanup()
     if stop_requests:
         print(f"iqaguard-serve: stopped (tritonserver exit code {code})", flush=True)
     else:

@@ -180,8 +180,18 @@ def test_triton_serves_the_mounted_repository(effective: dict[str, Any]) -> None
 def test_triton_ports(effective: dict[str, Any]) -> None:
     ports = published(effective["services"]["triton"])
     assert set(ports) == TRITON_PORTS
-    assert ports[8000] == "8000" and ports[8001] == "8001", "inference ports published on all interfaces"
-    assert ports[8002].startswith("127.0.0.1:"), "metrics are for operators: loopback by default"
+    for port in TRITON_PORTS:
+        assert ports[port].startswith("127.0.0.1:"), f"{port}: loopback unless TRITON_BIND/OPS_BIND says otherwise"
+
+
+def test_triton_admin_apis_take_the_credential_from_the_environment(
+    raw: dict[str, Any], effective: dict[str, Any]
+) -> None:
+    triton = effective["services"]["triton"]
+    assert triton["command"][0] == "tritonserver", "the image's entrypoint adds the restricted-API flags"
+    assert triton["environment"]["IQAGUARD_ADMIN_KEY"] == "", "no credential by default: admin APIs closed"
+    assert raw["services"]["triton"]["environment"]["IQAGUARD_ADMIN_KEY"] == "${IQAGUARD_ADMIN_KEY:-}"
+    assert not any("restricted" in arg for arg in triton["command"]), "the key must not sit in the compose file"
 
 
 def test_triton_reserves_gpus(effective: dict[str, Any]) -> None:
@@ -316,7 +326,7 @@ def test_headless_profile_runs_against_a_real_server(effective: dict[str, Any], 
 
 def test_locustfile_in_the_image_exists() -> None:
     instructions = dockerfile.parse_file(str(ROOT / "deploy" / "docker" / "Dockerfile"))
-    entrypoint = next(c for c in instructions if c.cmd == "ENTRYPOINT")
+    entrypoint = next(c for c in instructions if c.cmd == "ENTRYPOINT" and c.value[0] == "locust")
     locustfile = entrypoint.value[entrypoint.value.index("-f") + 1]
     assert locustfile.startswith("/opt/iqaguard/")
     assert (ROOT / locustfile.removeprefix("/opt/iqaguard/")).is_file(), f"{locustfile} is not in the repository"
