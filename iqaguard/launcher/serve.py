@@ -1,7 +1,8 @@
 """`iqaguard-serve`: run the embedded Triton server on 127.0.0.1 in the foreground.
 
 Checks the model repository first (and, with --build-if-missing, builds the default model set),
-waits until the server is ready, prints where it listens, and forwards SIGINT/SIGTERM to it.
+waits until the server is ready, prints where it listens, and forwards SIGINT/SIGTERM to it. A
+watchdog restarts the server when a backend stub dies or the ensembles stop answering.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from iqaguard.launcher.process import ServerOptions, ServerStartError, TritonServer
@@ -20,6 +23,7 @@ from iqaguard.launcher.security import (
     configured_admin_key,
     unguessable_key,
 )
+from iqaguard.launcher.watchdog import Watchdog, supervise
 from iqaguard.log import cli_logging
 from iqaguard.repository.check import check_repository, format_problems
 from iqaguard.repository.layout import REPOSITORY_ENV, default_repository, missing_artifacts
@@ -51,6 +55,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"or set ${ADMIN_KEY_ENV} / ${ADMIN_KEY_FILE_ENV}. Without one they are closed to every client",
     )  # fmt: skip
     parser.add_argument("--log-verbose", type=int, default=0, help="Triton log verbosity (0 = info)")
+    parser.add_argument(
+        "--health-interval", type=float, default=2.0,
+        help="seconds between watchdog checks (dead backend stubs, one real inference per ensemble); "
+        "on a fault the server is restarted. 0 turns the watchdog off (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--health-failures", type=int, default=2,
+        help="failed inferences in a row that count as a fault (default: %(default)s)",
+    )  # fmt: skip
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for readiness")
     parser.add_argument(
         "--build-if-missing", action="store_true",
@@ -126,27 +139,69 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     for line in describe_members(repository):
         print(f"iqaguard-serve: {line}")
-    server.start()
-    try:
-        seconds = server.wait_ready(args.ready_timeout)
-    except ServerStartError as error:
-        code = server.stop()
-        if stop_requests:
-            return code or 0
-        print(f"iqaguard-serve: {error}", file=sys.stderr)
-        return 1
+    failed = start_and_wait(server, args.ready_timeout, stop_requests)
+    if failed is not None:
+        return failed
     print(
-        f"iqaguard-serve: ready in {seconds:.1f} s (pid {server.pid}) — HTTP http://{server.http_url}, "
+        f"iqaguard-serve: ready in {server.startup_seconds:.1f} s (pid {server.pid}) — HTTP http://{server.http_url}, "
         f"gRPC {server.grpc_url}, metrics {server.metrics_url}",
         flush=True,
     )
-    code = server.process.wait() if server.process else 1
+    while True:
+        code, fault = supervise(server.process, health_check(server, args), args.health_interval or 3600.0)
+        if fault is None or stop_requests:
+            break
+        print(f"iqaguard-serve: {fault}; restarting the server", flush=True)
+        started = time.monotonic()
+        server.stop(timeout=5.0)  # a dead stub can hold Triton's shutdown for its whole exit timeout
+        failed = start_and_wait(server, args.ready_timeout, stop_requests)
+        if failed is not None:
+            return failed
+        print(f"iqaguard-serve: serving again {time.monotonic() - started:.1f} s after the fault", flush=True)
+    if code is None:  # a stop arrived while the watchdog was checking
+        code = server.process.wait() if server.process else 1
     server.cleanup()
     if stop_requests:
         print(f"iqaguard-serve: stopped (tritonserver exit code {code})", flush=True)
     else:
         print(f"iqaguard-serve: tritonserver exited unexpectedly with code {code}", file=sys.stderr)
     return code
+
+
+def start_and_wait(server: TritonServer, timeout_s: float, stop_requests: list[int]) -> int | None:
+    """Start the server and wait for readiness; None when ready, else the launcher's exit code."""
+    server.start()
+    try:
+        server.wait_ready(timeout_s)
+    except ServerStartError as error:
+        code = server.stop()
+        if stop_requests:
+            return code or 0
+        print(f"iqaguard-serve: {error}", file=sys.stderr)
+        return 1
+    return None
+
+
+def health_check(server: TritonServer, args: argparse.Namespace) -> Callable[[], str | None]:
+    """The watchdog's check for the running server process (dead stubs, deep readiness of every ensemble)."""
+    if not args.health_interval:
+        return lambda: None
+    watchdog = Watchdog(server.http_url, server.pid, ensembles(server.options.repository), args.health_failures)
+
+    def check() -> str | None:
+        server.restrict_shared_memory()  # regions a restarted stub created since the last check
+        return watchdog.fault()
+
+    return check
+
+
+def ensembles(repository: Path) -> list[str]:
+    """The ensembles the repository declares (what clients call, so what the deep probe sends)."""
+    return sorted(
+        config.parent.name
+        for config in repository.glob("*/config.pbtxt")
+        if 'platform: "ensemble"' in config.read_text()
+    )
 
 
 if __name__ == "__main__":
