@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import triton_python_backend_utils as pb_utils
 
+from iqaguard.in_triton.busy import busy
 from iqaguard.in_triton.torchscript_runner import InvalidInputError, OutputSpec, TorchScriptRunner, output_positions
 
 
@@ -64,6 +65,10 @@ class TritonPythonModel:
         )
 
     def execute(self, requests: list) -> list:
+        with busy():
+            return self._execute(requests)
+
+    def _execute(self, requests: list) -> list:
         batch = [
             {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.runner.input_names}
             for request in requests

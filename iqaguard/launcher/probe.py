@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import struct
 import sys
 import urllib.error
@@ -17,6 +18,7 @@ import urllib.request
 import zlib
 
 DEFAULT_MODEL = "robust_classifier"
+DRAIN_MARKER = "/tmp/iqaguard-draining"  # written by iqaguard.launcher.drain while the server drains
 
 
 def tiny_png(size: int = 8) -> bytes:
@@ -67,7 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="127.0.0.1:8000", help="Triton's HTTP host:port (default: %(default)s)")
     parser.add_argument("--model", action="append", help=f"ensemble to probe; repeatable (default: {DEFAULT_MODEL})")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per inference (default: %(default)s)")
+    parser.add_argument(
+        "--drain-marker", default=DRAIN_MARKER, help="not ready while this file exists (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
+    if os.path.exists(args.drain_marker):
+        print("not ready: draining", file=sys.stderr)
+        return 1
     problems = [p for m in args.model or [DEFAULT_MODEL] if (p := deep_ready(args.url, m, args.timeout))]
     for problem in problems:
         print(f"not ready: {problem}", file=sys.stderr)

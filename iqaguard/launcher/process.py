@@ -6,9 +6,11 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from iqaguard.in_triton.busy import BUSY_DIR_ENV
 from iqaguard.launcher.backends import TritonInstall, assemble_backend_directory, server_environment
 from iqaguard.launcher.security import (
     remove_shm_regions,
@@ -105,6 +108,8 @@ class TritonServer:
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
         self.startup_seconds: float | None = None  # set by wait_ready
+        # The stubs' busy markers (iqaguard.in_triton.busy), read by a drain; private to this server.
+        self.busy_dir = tempfile.mkdtemp(prefix="iqaguard-busy-")
 
     @property
     def pid(self) -> int:
@@ -128,10 +133,11 @@ class TritonServer:
     def start(self) -> None:
         """Launch tritonserver (does not wait for readiness)."""
         install = TritonInstall.locate()
+        os.makedirs(self.busy_dir, mode=0o700, exist_ok=True)
         backend_dir = assemble_backend_directory(install)
         self.process = subprocess.Popen(
             self.options.command(install, backend_dir),
-            env=server_environment(install),
+            env={**server_environment(install), BUSY_DIR_ENV: self.busy_dir},
             stdout=self.log,
             stderr=subprocess.STDOUT if self.log is not None else None,
             stdin=subprocess.DEVNULL,
@@ -200,6 +206,7 @@ class TritonServer:
         """After the server exited: SIGKILL stubs it left behind, remove its /dev/shm regions."""
         self.kill()  # a crashed server's stubs stay in its process group
         self._wait_group_gone(timeout=5.0)
+        shutil.rmtree(self.busy_dir, ignore_errors=True)  # markers of stubs killed inside execute()
         removed = remove_shm_regions(self.options.shm_prefix)
         if removed:
             log.info("removed %d shared-memory regions the server left in /dev/shm", len(removed))

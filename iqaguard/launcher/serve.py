@@ -8,12 +8,16 @@ watchdog restarts the server when a backend stub dies or the ensembles stop answ
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from iqaguard.launcher.drain import drain
 from iqaguard.launcher.process import ServerOptions, ServerStartError, TritonServer
 from iqaguard.launcher.security import (
     ADMIN_APIS,
@@ -63,6 +67,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--health-failures", type=int, default=2,
         help="failed inferences in a row that count as a fault (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--drain-timeout", type=float, default=20.0,
+        help="on SIGTERM/SIGINT, seconds to let queued and executing requests finish before Triton "
+        "stops (default: %(default)s)",
     )  # fmt: skip
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for readiness")
     parser.add_argument(
@@ -126,14 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     stop_requests: list[int] = []
 
     def request_stop(signum: int, _frame: object) -> None:
-        # Only signal here: the main thread is blocked waiting on the child and reaps it.
+        # The main thread keeps supervising (and reaps the child); the drain runs beside it.
         if stop_requests:
             print("iqaguard-serve: second signal, killing the server", flush=True)
             server.kill()
             return
         stop_requests.append(signum)
-        print(f"iqaguard-serve: {signal.Signals(signum).name} received, stopping the server", flush=True)
-        server.terminate()
+        print(f"iqaguard-serve: {signal.Signals(signum).name} received, draining then stopping", flush=True)
+        threading.Thread(target=drain_then_stop, args=(server, args.drain_timeout), daemon=True).start()
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
@@ -166,6 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"iqaguard-serve: tritonserver exited unexpectedly with code {code}", file=sys.stderr)
     return code
+
+
+def drain_then_stop(server: TritonServer, timeout_s: float) -> None:
+    """Let queued and executing requests finish (up to `timeout_s`), then SIGTERM the server."""
+    if server.process is not None and server.process.poll() is None and server.startup_seconds is not None:
+        marker = os.path.join(server.busy_dir, os.pardir, f"{os.path.basename(server.busy_dir)}.draining")
+        idle = drain(server.metrics_url, server.busy_dir, timeout_s, marker=marker)
+        with contextlib.suppress(OSError):
+            os.unlink(marker)
+        print(f"iqaguard-serve: drained ({'idle' if idle else 'drain timeout reached'})", flush=True)
+    server.terminate()
 
 
 def start_and_wait(server: TritonServer, timeout_s: float, stop_requests: list[int]) -> int | None:

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from iqaguard.in_triton.busy import busy
 from iqaguard.in_triton.preprocess import Preprocessor, RequestBudget
 from iqaguard.repository.layout import read_input_size
 
@@ -27,6 +28,10 @@ class TritonPythonModel:
         )
 
     def execute(self, requests: list) -> list:
+        with busy():
+            return self._execute(requests)
+
+    def _execute(self, requests: list) -> list:
         batches = []
         for request in requests:
             tensor = pb_utils.get_input_tensor_by_name(request, "IMAGE")
