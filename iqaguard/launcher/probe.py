@@ -19,6 +19,7 @@ import zlib
 
 DEFAULT_MODEL = "robust_classifier"
 DRAIN_MARKER = "/tmp/iqaguard-draining"  # written by iqaguard.launcher.drain while the server drains
+DRAIN_MARKER_ENV = "IQAGUARD_DRAIN_MARKER"  # where to look instead
 
 
 def tiny_png(size: int = 8) -> bytes:
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", help=f"ensemble to probe; repeatable (default: {DEFAULT_MODEL})")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per inference (default: %(default)s)")
     parser.add_argument(
-        "--drain-marker", default=DRAIN_MARKER, help="not ready while this file exists (default: %(default)s)"
+        "--drain-marker", default=os.environ.get(DRAIN_MARKER_ENV) or DRAIN_MARKER,
+        help="not ready while this file exists (default: $IQAGUARD_DRAIN_MARKER, else %(default)s)",
     )
     args = parser.parse_args(argv)
     if os.path.exists(args.drain_marker):

@@ -203,13 +203,19 @@ def test_triton_reserves_gpus(effective: dict[str, Any]) -> None:
 
 def test_triton_healthcheck_probes_readiness(effective: dict[str, Any]) -> None:
     check = effective["services"]["triton"]["healthcheck"]
-    test = " ".join(check["test"])
-    assert check["test"][0] == "CMD"
-    assert "http://127.0.0.1:8000/v2/health/ready" in test
-    # Python is in the NGC image for the Python backend; curl is not guaranteed.
-    assert check["test"][1] == "python3"
+    # Deep readiness: a real inference (iqaguard.launcher.probe), on the image's own python3; no curl needed.
+    assert check["test"][:4] == ["CMD", "python3", "-m", "iqaguard.launcher.probe"]
     assert _seconds(check["start_period"]) >= 60, "model loading needs a start period"
     assert _seconds(check["timeout"]) < _seconds(check["interval"])
+    probe_timeout = float(check["test"][check["test"].index("--timeout") + 1])
+    assert probe_timeout < _seconds(check["timeout"])
+
+
+def test_triton_drains_within_its_stop_grace_period(effective: dict[str, Any]) -> None:
+    triton = effective["services"]["triton"]
+    drain = float(triton["environment"]["IQAGUARD_DRAIN_SECONDS"])
+    exit_timeout = next(int(a.split("=")[1]) for a in triton["command"] if a.startswith("--exit-timeout-secs="))
+    assert _seconds(triton["stop_grace_period"]) > drain + exit_timeout, "Docker would SIGKILL a draining server"
 
 
 def _seconds(duration: str) -> float:

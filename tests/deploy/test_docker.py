@@ -240,7 +240,7 @@ def test_triton_stage_serves_models_from_a_mount() -> None:
     assert cmd.value[0] == "tritonserver" and "--model-repository=/models" in cmd.value
     assert {"8000", "8001", "8002"} <= {v for c in triton if c.cmd == "EXPOSE" for v in c.value}
     health = next(c for c in triton if c.cmd == "HEALTHCHECK")
-    assert "/v2/health/ready" in " ".join(health.value)
+    assert "iqaguard.launcher.probe" in " ".join(health.value), "deep readiness: one real inference"
     baked = stages()["triton-baked"]
     assert [c.value for c in baked if c.cmd == "COPY"] == [("model_repository", "/models")]
 
