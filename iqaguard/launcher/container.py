@@ -99,25 +99,25 @@ class Supervisor:
         """Watchdog faults, once the server has answered a deep probe (model loading is not a fault)."""
         if self.stopping:
             return None
-        if not self.served:
+        if not self.served:  # a stub may die before the first answer; probe failures count only after it
             self.served = deep_ready(self.http_url) is None
-            return None
+            return self.watchdog.dead()
         return self.watchdog.fault()
 
     def run(self) -> int:
         """Supervise until the server exits (its code) or fails (1, so the container is restarted)."""
         interval = _env_float(self.env, "IQAGUARD_HEALTH_INTERVAL", 5.0)
         code, fault = supervise(self.child, self.check, interval)
-        if fault is None:
-            return code if code is not None else 1
-        log.error("%s: stopping the server so the container restarts", fault)
-        self.child.send_signal(signal.SIGTERM)
-        try:
-            self.child.wait(timeout=15)
-        except subprocess.TimeoutExpired:
+        if fault is not None:
+            log.error("%s: stopping the server so the container restarts", fault)
+            self.child.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.child.wait(timeout=15)
+            code = 1
+        with contextlib.suppress(ProcessLookupError):  # stubs the server left behind
             os.killpg(self.child.pid, signal.SIGKILL)
-            self.child.wait()
-        return 1
+        self.child.wait()
+        return code if code is not None else 1
 
 
 def main(argv: list[str] | None = None) -> None:

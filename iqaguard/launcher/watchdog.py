@@ -43,11 +43,16 @@ class Watchdog:
         self.failures = failures
         self._failed_in_a_row = 0
 
+    def dead(self) -> str | None:
+        """Why the server is broken when one of its stubs died, else None."""
+        dead = dead_stubs(self.group)
+        return f"backend stub process(es) {dead} died" if dead else None
+
     def fault(self) -> str | None:
         """One check: a dead stub at once, a failing deep probe after `failures` checks in a row."""
-        dead = dead_stubs(self.group)
+        dead = self.dead()
         if dead:
-            return f"backend stub process(es) {dead} died"
+            return dead
         problems = [p for m in self.models if (p := deep_ready(self.http_url, m))]
         problems = [p for p in problems if "timed out" not in p]  # busy is not broken
         self._failed_in_a_row = self._failed_in_a_row + 1 if problems else 0

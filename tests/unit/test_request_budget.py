@@ -33,7 +33,7 @@ def test_header_pixels_reads_the_header_only() -> None:
     ],
 )
 def test_request_over_budget_is_refused_before_decoding(no_decoding: None, items: list[bytes], rule: str) -> None:
-    (result,) = Preprocessor((32, 32)).run([items])
+    (result,) = Preprocessor((32, 32), budget=RequestBudget()).run([items])
     assert isinstance(result, InvalidImageError) and rule in str(result)
 
 
