@@ -66,8 +66,10 @@ def test_entrypoint_closes_admin_apis_and_exits_when_a_stub_dies(fixture_reposit
         code = process.wait(timeout=60)
         print(f"container entrypoint: dead stub noticed, exit {code} after {time.monotonic() - killed:.1f} s")
         assert code == 1, "non-zero, so `restart: on-failure` and Kubernetes restart the container"
-        time.sleep(1)
-        assert subprocess.run(["pgrep", "-g", str(server_pid)], capture_output=True).returncode == 1, "stubs left"
+        deadline = time.monotonic() + 20  # killed stubs vanish once reaped; bounded wait on a busy host
+        while subprocess.run(["pgrep", "-g", str(server_pid)], capture_output=True).returncode == 0:
+            assert time.monotonic() < deadline, "stubs left"
+            time.sleep(0.2)
     finally:
         if process.poll() is None:
             process.kill()
