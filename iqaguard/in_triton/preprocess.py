@@ -1,18 +1,58 @@
 """The iqa_preprocess model's work, free of Triton: bytes per request in, pixels + IQA out.
 
 Each request's images are decoded on their own, so one bad image fails only its request; the
-pixels of all good requests are scored by BRISQUE in one vectorised call.
+pixels of all good requests are scored by BRISQUE in one vectorised call. A request's total cost
+(items, bytes, pixels its headers claim) is checked against its budget before anything is decoded.
 """
 
 from __future__ import annotations
 
+import io
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
-from iqaguard.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, InvalidImageError, bytes_to_pixels
+from iqaguard.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, InvalidImageError, bytes_to_pixels, sniff_format
 from iqaguard.iqa import brisque
+
+
+@dataclass(frozen=True)
+class RequestBudget:
+    """The most one request may cost, whatever its items: count, encoded bytes, decoded pixels."""
+
+    max_items: int = 16
+    max_bytes: int = 64 * 1024 * 1024
+    max_pixels: int = 48_000_000
+
+    def check(self, images: Sequence[bytes]) -> None:
+        """Raise InvalidImageError naming the tensor and the rule when `images` exceed the budget."""
+        if len(images) > self.max_items:
+            raise InvalidImageError(f"IMAGE holds {len(images)} items; max_request_items is {self.max_items}")
+        total_bytes = sum(len(data) for data in images)
+        if total_bytes > self.max_bytes:
+            raise InvalidImageError(
+                f"IMAGE holds {total_bytes} bytes in {len(images)} items; max_request_bytes is {self.max_bytes}"
+            )
+        total_pixels = sum(header_pixels(data) for data in images)
+        if total_pixels > self.max_pixels:
+            raise InvalidImageError(
+                f"IMAGE's {len(images)} items claim {total_pixels} pixels; max_request_pixels is {self.max_pixels}"
+            )
+
+
+def header_pixels(data: bytes) -> int:
+    """Width × height as the image's header claims it (nothing decoded); 0 when there is no valid header."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=[sniff_format(data)]) as image:
+                width, height = image.size
+    except Exception:  # decode_image reports what is wrong with this item on its own
+        return 0
+    return width * height
 
 
 @dataclass(frozen=True)
@@ -32,14 +72,18 @@ class Preprocessor:
         size: tuple[int, int],
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        budget: RequestBudget | None = None,
     ) -> None:
         self.size = size
         self.max_pixels = max_pixels
         self.max_bytes = max_bytes
+        self.budget = budget  # None: no per-request budget (in-process use: the build, tests)
 
     def _decode_request(self, images: Sequence[bytes]) -> np.ndarray:
         if len(images) == 0:
             raise InvalidImageError("request holds no image")
+        if self.budget is not None:
+            self.budget.check(images)
         pixels = []
         for index, data in enumerate(images):
             try:

@@ -2,7 +2,9 @@
 
 Copied into the embedded server's backend directory as `pytorch/model.py` by the launcher; the
 logic lives in iqaguard.in_triton.torchscript_runner. Honours the LibTorch backend's parameters
-INFERENCE_MODE, DISABLE_OPTIMIZED_EXECUTION, INTRA_OP_THREAD_COUNT and INTER_OP_THREAD_COUNT.
+INFERENCE_MODE, DISABLE_OPTIMIZED_EXECUTION, INTRA_OP_THREAD_COUNT and INTER_OP_THREAD_COUNT, and
+iqaguard's MAX_ITEM_ELEMENTS (stock LibTorch ignores it). Inputs that break a rule (empty dimension,
+over MAX_ITEM_ELEMENTS, NaN/Inf) fail their own request with INVALID_ARG; other failures are INTERNAL.
 """
 
 import json
@@ -11,7 +13,8 @@ from pathlib import Path
 import torch
 import triton_python_backend_utils as pb_utils
 
-from iqaguard.in_triton.torchscript_runner import OutputSpec, TorchScriptRunner, output_positions
+from iqaguard.in_triton.busy import busy
+from iqaguard.in_triton.torchscript_runner import InvalidInputError, OutputSpec, TorchScriptRunner, output_positions
 
 
 def _parameter(config: dict, key: str, default: str) -> str:
@@ -58,9 +61,14 @@ class TritonPythonModel:
             outputs=outputs,
             device=_device(args),
             inference_mode=_parameter(config, "INFERENCE_MODE", "true").lower() == "true",
+            max_item_elements=int(_parameter(config, "MAX_ITEM_ELEMENTS", "0")),
         )
 
     def execute(self, requests: list) -> list:
+        with busy():
+            return self._execute(requests)
+
+    def _execute(self, requests: list) -> list:
         batch = [
             {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.runner.input_names}
             for request in requests
@@ -68,7 +76,9 @@ class TritonPythonModel:
         responses = []
         for result in self.runner.run(batch):
             if isinstance(result, Exception):
-                error = pb_utils.TritonError(f"{self.name}: {result}")
+                invalid = isinstance(result, InvalidInputError)
+                code = pb_utils.TritonError.INVALID_ARG if invalid else pb_utils.TritonError.INTERNAL
+                error = pb_utils.TritonError(f"{self.name}: {result}", code)
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
             else:
                 tensors = [pb_utils.Tensor(name, array) for name, array in result.items()]

@@ -22,6 +22,24 @@ class RunnerConfigError(ValueError):
     """The model config does not fit the TorchScript module."""
 
 
+class InvalidInputError(ValueError):
+    """A request's input breaks a rule the model states: the client's mistake, not a server fault."""
+
+
+def check_input(name: str, array: np.ndarray, max_item_elements: int = 0) -> None:
+    """Refuse empty dimensions, items over `max_item_elements` (0: no limit) and non-finite floats."""
+    shape = "x".join(str(d) for d in array.shape)
+    if 0 in array.shape[1:]:
+        raise InvalidInputError(f"input {name} has an empty dimension (shape {shape})")
+    per_item = int(np.prod(array.shape[1:], dtype=np.int64))
+    if max_item_elements and per_item > max_item_elements:
+        raise InvalidInputError(
+            f"input {name} has {per_item} elements per item (shape {shape}); MAX_ITEM_ELEMENTS is {max_item_elements}"
+        )
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidInputError(f"input {name} holds NaN or infinite values; only finite values are accepted")
+
+
 def indexed_name(name: str) -> int | None:
     """Return <index> of a `<name>__<index>` tensor name, or None."""
     match = _INDEXED_NAME.match(name)
@@ -91,6 +109,7 @@ class TorchScriptRunner:
         outputs: Sequence[OutputSpec],
         device: torch.device,
         inference_mode: bool = True,
+        max_item_elements: int = 0,
     ) -> None:
         if not model_path.is_file():
             raise FileNotFoundError(f"TorchScript file {model_path} is missing; build the model set first")
@@ -100,6 +119,11 @@ class TorchScriptRunner:
         self.module.eval()
         self.input_names = order_inputs(input_names, forward_argument_names(self.module))
         self.outputs = list(outputs)
+        self.max_item_elements = max_item_elements
+
+    def _check(self, request: dict[str, np.ndarray]) -> None:
+        for name in self.input_names:
+            check_input(name, request[name], self.max_item_elements)
 
     def _forward(self, inputs: list[np.ndarray]) -> tuple:
         tensors = [torch.from_numpy(np.ascontiguousarray(array)).to(self.device) for array in inputs]
@@ -126,10 +150,18 @@ class TorchScriptRunner:
         return per_request
 
     def run(self, requests: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray] | Exception]:
-        """Run requests batched by matching trailing shapes; a failing request fails alone."""
+        """Run requests batched by matching trailing shapes; a failing request fails alone.
+
+        A request whose input breaks a rule (check_input) yields InvalidInputError and is never run.
+        """
         results: list[dict[str, np.ndarray] | Exception] = [RuntimeError("not run")] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for index, request in enumerate(requests):
+            try:
+                self._check(request)
+            except InvalidInputError as error:
+                results[index] = error
+                continue
             key = tuple((request[name].shape[1:], request[name].dtype.str) for name in self.input_names)
             groups.setdefault(key, []).append(index)
         for members in groups.values():

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -14,7 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from iqaguard.in_triton.busy import BUSY_DIR_ENV
 from iqaguard.launcher.backends import TritonInstall, assemble_backend_directory, server_environment
+from iqaguard.launcher.security import (
+    remove_shm_regions,
+    restrict_shm_regions,
+    restricted_api_flags,
+    unguessable_key,
+)
+
+log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 # On hosts without CUDA these avoid GPU allocations and metrics; harmless where a GPU exists.
@@ -58,6 +71,10 @@ class ServerOptions:
     load_models: list[str] = field(default_factory=list)
     log_verbose: int = 0
     extra_args: list[str] = field(default_factory=list)
+    # The admin APIs' credential (iqaguard.launcher.security); a random one closes them to everyone.
+    admin_key: str = field(default_factory=unguessable_key, repr=False)
+    # This server's Python-backend regions in /dev/shm: created 0600 and removed when it exits.
+    shm_prefix: str = field(default_factory=lambda: f"iqaguard_{secrets.token_hex(6)}_")
 
     def command(self, install: TritonInstall, backend_dir: Path) -> list[str]:
         """The tritonserver command line; every listener bound to 127.0.0.1."""
@@ -74,6 +91,8 @@ class ServerOptions:
             f"--model-control-mode={self.model_control_mode}",
             f"--log-verbose={self.log_verbose}",
             "--exit-timeout-secs=10",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            *restricted_api_flags(self.admin_key),
         ]
         args += [f"--load-model={name}" for name in self.load_models]
         if not has_gpu():
@@ -89,6 +108,8 @@ class TritonServer:
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
         self.startup_seconds: float | None = None  # set by wait_ready
+        # The stubs' busy markers (iqaguard.in_triton.busy), read by a drain; private to this server.
+        self.busy_dir = tempfile.mkdtemp(prefix="iqaguard-busy-")
 
     @property
     def pid(self) -> int:
@@ -112,14 +133,16 @@ class TritonServer:
     def start(self) -> None:
         """Launch tritonserver (does not wait for readiness)."""
         install = TritonInstall.locate()
+        os.makedirs(self.busy_dir, mode=0o700, exist_ok=True)
         backend_dir = assemble_backend_directory(install)
         self.process = subprocess.Popen(
             self.options.command(install, backend_dir),
-            env=server_environment(install),
+            env={**server_environment(install), BUSY_DIR_ENV: self.busy_dir},
             stdout=self.log,
             stderr=subprocess.STDOUT if self.log is not None else None,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: signals from a terminal go to the launcher
+            umask=0o077,  # shared-memory regions and files it creates: owner only
         )
 
     def is_ready(self) -> bool:
@@ -135,6 +158,7 @@ class TritonServer:
                 raise ServerStartError(f"tritonserver exited with code {code} before becoming ready")
             if self.is_ready():
                 self.startup_seconds = time.monotonic() - started
+                self.restrict_shared_memory()
                 return self.startup_seconds
             time.sleep(0.25)
         raise ServerStartError(f"tritonserver not ready after {timeout:.0f} s")
@@ -156,10 +180,36 @@ class TritonServer:
             return None
         self.terminate()
         try:
-            return self.process.wait(timeout=timeout)
+            code = self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            return self.process.wait(timeout=10)
+            code = self.process.wait(timeout=10)
+        self.cleanup()
+        return code
+
+    def _wait_group_gone(self, timeout: float) -> None:
+        if self.process is None:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+    def restrict_shared_memory(self) -> int:
+        """Make this server's /dev/shm regions owner-only (the Python backend creates them 0644)."""
+        return restrict_shm_regions(self.options.shm_prefix)
+
+    def cleanup(self) -> None:
+        """After the server exited: SIGKILL stubs it left behind, remove its /dev/shm regions."""
+        self.kill()  # a crashed server's stubs stay in its process group
+        self._wait_group_gone(timeout=5.0)
+        shutil.rmtree(self.busy_dir, ignore_errors=True)  # markers of stubs killed inside execute()
+        removed = remove_shm_regions(self.options.shm_prefix)
+        if removed:
+            log.info("removed %d shared-memory regions the server left in /dev/shm", len(removed))
 
     def __enter__(self) -> TritonServer:
         self.start()

@@ -1,17 +1,33 @@
 """`iqaguard-serve`: run the embedded Triton server on 127.0.0.1 in the foreground.
 
 Checks the model repository first (and, with --build-if-missing, builds the default model set),
-waits until the server is ready, prints where it listens, and forwards SIGINT/SIGTERM to it.
+waits until the server is ready, prints where it listens, and forwards SIGINT/SIGTERM to it. A
+watchdog restarts the server when a backend stub dies or the ensembles stop answering.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+from iqaguard.launcher.drain import drain
 from iqaguard.launcher.process import ServerOptions, ServerStartError, TritonServer
+from iqaguard.launcher.security import (
+    ADMIN_APIS,
+    ADMIN_HEADER,
+    ADMIN_KEY_ENV,
+    ADMIN_KEY_FILE_ENV,
+    configured_admin_key,
+    unguessable_key,
+)
+from iqaguard.launcher.watchdog import Watchdog, supervise
 from iqaguard.log import cli_logging
 from iqaguard.repository.check import check_repository, format_problems
 from iqaguard.repository.layout import REPOSITORY_ENV, default_repository, missing_artifacts
@@ -37,7 +53,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Triton's model control mode (default: %(default)s)",
     )
     parser.add_argument("--load-model", action="append", default=[], help="with explicit mode; repeatable")
+    parser.add_argument(
+        "--admin-key-file", type=Path,
+        help=f"file holding the credential for Triton's admin APIs ({', '.join(ADMIN_APIS)}); "
+        f"or set ${ADMIN_KEY_ENV} / ${ADMIN_KEY_FILE_ENV}. Without one they are closed to every client",
+    )  # fmt: skip
     parser.add_argument("--log-verbose", type=int, default=0, help="Triton log verbosity (0 = info)")
+    parser.add_argument(
+        "--health-interval", type=float, default=2.0,
+        help="seconds between watchdog checks (dead backend stubs, one real inference per ensemble); "
+        "on a fault the server is restarted. 0 turns the watchdog off (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--health-failures", type=int, default=2,
+        help="failed inferences in a row that count as a fault (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--drain-timeout", type=float, default=20.0,
+        help="on SIGTERM/SIGINT, seconds to let queued and executing requests finish before Triton "
+        "stops (default: %(default)s)",
+    )  # fmt: skip
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for readiness")
     parser.add_argument(
         "--build-if-missing", action="store_true",
@@ -70,6 +105,16 @@ def ensure_model_set(repository: Path, build_if_missing: bool) -> None:
         sys.exit("iqaguard-serve: the build finished but left out:\n  " + "\n  ".join(still_missing))
 
 
+def admin_key(args: argparse.Namespace) -> str:
+    """The operator's admin credential (file, then environment), else an unguessable one: APIs closed."""
+    key = args.admin_key_file.read_text().strip() if args.admin_key_file else configured_admin_key()
+    if key:
+        print(f"iqaguard-serve: admin APIs ({', '.join(ADMIN_APIS)}) need the header {ADMIN_HEADER}")
+        return key
+    print(f"iqaguard-serve: admin APIs ({', '.join(ADMIN_APIS)}) closed: no credential configured")
+    return unguessable_key()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cli_logging()
@@ -84,44 +129,99 @@ def main(argv: list[str] | None = None) -> int:
         load_models=args.load_model,
         log_verbose=args.log_verbose,
         extra_args=args.extra,
+        admin_key=admin_key(args),
     )
     server = TritonServer(options)
     stop_requests: list[int] = []
 
     def request_stop(signum: int, _frame: object) -> None:
-        # Only signal here: the main thread is blocked waiting on the child and reaps it.
+        # The main thread keeps supervising (and reaps the child); the drain runs beside it.
         if stop_requests:
             print("iqaguard-serve: second signal, killing the server", flush=True)
             server.kill()
             return
         stop_requests.append(signum)
-        print(f"iqaguard-serve: {signal.Signals(signum).name} received, stopping the server", flush=True)
-        server.terminate()
+        print(f"iqaguard-serve: {signal.Signals(signum).name} received, draining then stopping", flush=True)
+        threading.Thread(target=drain_then_stop, args=(server, args.drain_timeout), daemon=True).start()
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     for line in describe_members(repository):
         print(f"iqaguard-serve: {line}")
+    failed = start_and_wait(server, args.ready_timeout, stop_requests)
+    if failed is not None:
+        return failed
+    print(
+        f"iqaguard-serve: ready in {server.startup_seconds:.1f} s (pid {server.pid}) — HTTP http://{server.http_url}, "
+        f"gRPC {server.grpc_url}, metrics {server.metrics_url}",
+        flush=True,
+    )
+    while True:
+        code, fault = supervise(server.process, health_check(server, args), args.health_interval or 3600.0)
+        if fault is None or stop_requests:
+            break
+        print(f"iqaguard-serve: {fault}; restarting the server", flush=True)
+        started = time.monotonic()
+        server.stop(timeout=5.0)  # a dead stub can hold Triton's shutdown for its whole exit timeout
+        failed = start_and_wait(server, args.ready_timeout, stop_requests)
+        if failed is not None:
+            return failed
+        print(f"iqaguard-serve: serving again {time.monotonic() - started:.1f} s after the fault", flush=True)
+    if code is None:  # a stop arrived while the watchdog was checking
+        code = server.process.wait() if server.process else 1
+    server.cleanup()
+    if stop_requests:
+        print(f"iqaguard-serve: stopped (tritonserver exit code {code})", flush=True)
+    else:
+        print(f"iqaguard-serve: tritonserver exited unexpectedly with code {code}", file=sys.stderr)
+    return code
+
+
+def drain_then_stop(server: TritonServer, timeout_s: float) -> None:
+    """Let queued and executing requests finish (up to `timeout_s`), then SIGTERM the server."""
+    if server.process is not None and server.process.poll() is None and server.startup_seconds is not None:
+        marker = os.path.join(server.busy_dir, os.pardir, f"{os.path.basename(server.busy_dir)}.draining")
+        idle = drain(server.metrics_url, server.busy_dir, timeout_s, marker=marker)
+        with contextlib.suppress(OSError):
+            os.unlink(marker)
+        print(f"iqaguard-serve: drained ({'idle' if idle else 'drain timeout reached'})", flush=True)
+    server.terminate()
+
+
+def start_and_wait(server: TritonServer, timeout_s: float, stop_requests: list[int]) -> int | None:
+    """Start the server and wait for readiness; None when ready, else the launcher's exit code."""
     server.start()
     try:
-        seconds = server.wait_ready(args.ready_timeout)
+        server.wait_ready(timeout_s)
     except ServerStartError as error:
         code = server.stop()
         if stop_requests:
             return code or 0
         print(f"iqaguard-serve: {error}", file=sys.stderr)
         return 1
-    print(
-        f"iqaguard-serve: ready in {seconds:.1f} s (pid {server.pid}) — HTTP http://{server.http_url}, "
-        f"gRPC {server.grpc_url}, metrics {server.metrics_url}",
-        flush=True,
+    return None
+
+
+def health_check(server: TritonServer, args: argparse.Namespace) -> Callable[[], str | None]:
+    """The watchdog's check for the running server process (dead stubs, deep readiness of every ensemble)."""
+    if not args.health_interval:
+        return lambda: None
+    watchdog = Watchdog(server.http_url, server.pid, ensembles(server.options.repository), args.health_failures)
+
+    def check() -> str | None:
+        server.restrict_shared_memory()  # regions a restarted stub created since the last check
+        return watchdog.fault()
+
+    return check
+
+
+def ensembles(repository: Path) -> list[str]:
+    """The ensembles the repository declares (what clients call, so what the deep probe sends)."""
+    return sorted(
+        config.parent.name
+        for config in repository.glob("*/config.pbtxt")
+        if 'platform: "ensemble"' in config.read_text()
     )
-    code = server.process.wait() if server.process else 1
-    if stop_requests:
-        print(f"iqaguard-serve: stopped (tritonserver exit code {code})", flush=True)
-    else:
-        print(f"iqaguard-serve: tritonserver exited unexpectedly with code {code}", file=sys.stderr)
-    return code
 
 
 if __name__ == "__main__":

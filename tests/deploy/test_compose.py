@@ -180,8 +180,18 @@ def test_triton_serves_the_mounted_repository(effective: dict[str, Any]) -> None
 def test_triton_ports(effective: dict[str, Any]) -> None:
     ports = published(effective["services"]["triton"])
     assert set(ports) == TRITON_PORTS
-    assert ports[8000] == "8000" and ports[8001] == "8001", "inference ports published on all interfaces"
-    assert ports[8002].startswith("127.0.0.1:"), "metrics are for operators: loopback by default"
+    for port in TRITON_PORTS:
+        assert ports[port].startswith("127.0.0.1:"), f"{port}: loopback unless TRITON_BIND/OPS_BIND says otherwise"
+
+
+def test_triton_admin_apis_take_the_credential_from_the_environment(
+    raw: dict[str, Any], effective: dict[str, Any]
+) -> None:
+    triton = effective["services"]["triton"]
+    assert triton["command"][0] == "tritonserver", "the image's entrypoint adds the restricted-API flags"
+    assert triton["environment"]["IQAGUARD_ADMIN_KEY"] == "", "no credential by default: admin APIs closed"
+    assert raw["services"]["triton"]["environment"]["IQAGUARD_ADMIN_KEY"] == "${IQAGUARD_ADMIN_KEY:-}"
+    assert not any("restricted" in arg for arg in triton["command"]), "the key must not sit in the compose file"
 
 
 def test_triton_reserves_gpus(effective: dict[str, Any]) -> None:
@@ -193,13 +203,19 @@ def test_triton_reserves_gpus(effective: dict[str, Any]) -> None:
 
 def test_triton_healthcheck_probes_readiness(effective: dict[str, Any]) -> None:
     check = effective["services"]["triton"]["healthcheck"]
-    test = " ".join(check["test"])
-    assert check["test"][0] == "CMD"
-    assert "http://127.0.0.1:8000/v2/health/ready" in test
-    # Python is in the NGC image for the Python backend; curl is not guaranteed.
-    assert check["test"][1] == "python3"
+    # Deep readiness: a real inference (iqaguard.launcher.probe), on the image's own python3; no curl needed.
+    assert check["test"][:4] == ["CMD", "python3", "-m", "iqaguard.launcher.probe"]
     assert _seconds(check["start_period"]) >= 60, "model loading needs a start period"
     assert _seconds(check["timeout"]) < _seconds(check["interval"])
+    probe_timeout = float(check["test"][check["test"].index("--timeout") + 1])
+    assert probe_timeout < _seconds(check["timeout"])
+
+
+def test_triton_drains_within_its_stop_grace_period(effective: dict[str, Any]) -> None:
+    triton = effective["services"]["triton"]
+    drain = float(triton["environment"]["IQAGUARD_DRAIN_SECONDS"])
+    exit_timeout = next(int(a.split("=")[1]) for a in triton["command"] if a.startswith("--exit-timeout-secs="))
+    assert _seconds(triton["stop_grace_period"]) > drain + exit_timeout, "Docker would SIGKILL a draining server"
 
 
 def _seconds(duration: str) -> float:
@@ -316,7 +332,7 @@ def test_headless_profile_runs_against_a_real_server(effective: dict[str, Any], 
 
 def test_locustfile_in_the_image_exists() -> None:
     instructions = dockerfile.parse_file(str(ROOT / "deploy" / "docker" / "Dockerfile"))
-    entrypoint = next(c for c in instructions if c.cmd == "ENTRYPOINT")
+    entrypoint = next(c for c in instructions if c.cmd == "ENTRYPOINT" and c.value[0] == "locust")
     locustfile = entrypoint.value[entrypoint.value.index("-f") + 1]
     assert locustfile.startswith("/opt/iqaguard/")
     assert (ROOT / locustfile.removeprefix("/opt/iqaguard/")).is_file(), f"{locustfile} is not in the repository"

@@ -32,6 +32,7 @@ TRITON_REQUIREMENTS = ROOT / "deploy" / "docker" / "requirements-triton.txt"
 LOADGEN_REQUIREMENTS = ROOT / "deploy" / "docker" / "requirements-loadgen.txt"
 PYTHON_BACKEND_MODEL = ROOT / "model_repository" / "iqa_preprocess" / "1" / "model.py"
 LOCUSTFILE = ROOT / "iqaguard" / "bench" / "locustfile.py"
+CONTAINER_ENTRYPOINT = ROOT / "iqaguard" / "launcher" / "container.py"
 FIRST_PARTY = ("iqaguard", "iqaguard_client")  # the project and its thin client distribution
 SOURCE_ROOTS = (ROOT, ROOT / "client" / "src")  # where their packages live in the checkout
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
@@ -239,9 +240,19 @@ def test_triton_stage_serves_models_from_a_mount() -> None:
     assert cmd.value[0] == "tritonserver" and "--model-repository=/models" in cmd.value
     assert {"8000", "8001", "8002"} <= {v for c in triton if c.cmd == "EXPOSE" for v in c.value}
     health = next(c for c in triton if c.cmd == "HEALTHCHECK")
-    assert "/v2/health/ready" in " ".join(health.value)
+    assert "iqaguard.launcher.probe" in " ".join(health.value), "deep readiness: one real inference"
     baked = stages()["triton-baked"]
     assert [c.value for c in baked if c.cmd == "COPY"] == [("model_repository", "/models")]
+
+
+def test_triton_entrypoint_closes_the_admin_apis_with_the_images_python_alone() -> None:
+    """The entrypoint (restricted-API flags, /dev/shm cleanup) runs before anything is installed but stdlib."""
+    entrypoint = next(c for c in stages()["triton"] if c.cmd == "ENTRYPOINT")
+    assert list(entrypoint.value) == ["python3", "-m", "iqaguard.launcher.container"]
+    files, third_party = import_closure(CONTAINER_ENTRYPOINT, first_party=FIRST_PARTY)
+    assert not third_party, f"the entrypoint must be stdlib-only: {third_party}"
+    for path in files:
+        ast.parse(path.read_text(), filename=str(path), feature_version=IMAGE_PYTHON)
 
 
 def test_triton_requirements_are_pinned_and_within_pyproject() -> None:

@@ -157,18 +157,18 @@ def test_ports() -> None:
     assert [p["name"] for p in headless["ports"]] == ["grpc"]
 
 
-def test_probes_use_tritons_health_endpoints() -> None:
+def test_probes_use_tritons_health_endpoints_and_the_deep_probe() -> None:
     container = triton_container()
     named_ports = {p["name"] for p in container["ports"]}
-    expected = {
-        "startupProbe": "/v2/health/ready",
-        "readinessProbe": "/v2/health/ready",
-        "livenessProbe": "/v2/health/live",
-    }
-    for probe, path in expected.items():
+    for probe, path in {"startupProbe": "/v2/health/ready", "livenessProbe": "/v2/health/live"}.items():
         http_get = container[probe]["httpGet"]
         assert http_get["path"] == path, probe
         assert http_get["port"] == "http" and "http" in named_ports, probe
+    # Readiness: a real inference through the ensemble (a dead stub leaves /v2/health/ready at 200).
+    readiness = container["readinessProbe"]
+    command = readiness["exec"]["command"]
+    assert command[:3] == ["python3", "-m", "iqaguard.launcher.probe"]
+    assert float(command[command.index("--timeout") + 1]) < readiness["timeoutSeconds"]
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "model loading from a bucket takes minutes"
     assert container["livenessProbe"]["timeoutSeconds"] < container["livenessProbe"]["periodSeconds"]
@@ -194,13 +194,22 @@ def test_model_repository_comes_from_the_configmap() -> None:
 
 def test_shared_memory_and_graceful_shutdown() -> None:
     pod = deployment()["spec"]["template"]["spec"]
+    container = triton_container()
     volumes = {v["name"]: v for v in pod["volumes"]}
-    (mount,) = [m for m in triton_container()["volumeMounts"] if m["mountPath"] == "/dev/shm"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
     assert volumes[mount["name"]]["emptyDir"]["medium"] == "Memory"
-    exit_timeout = next(
-        int(a.split("=")[1]) for a in triton_container()["args"] if a.startswith("--exit-timeout-secs=")
-    )
-    assert pod["terminationGracePeriodSeconds"] > exit_timeout
+    exit_timeout = next(int(a.split("=")[1]) for a in container["args"] if a.startswith("--exit-timeout-secs="))
+    drain = float({e["name"]: e for e in container["env"]}["IQAGUARD_DRAIN_SECONDS"]["value"])
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep", "the Services drop the pod before SIGTERM starts the drain"
+    assert pod["terminationGracePeriodSeconds"] > float(pre_stop[1]) + drain + exit_timeout
+
+
+def test_admin_credential_comes_from_an_optional_secret() -> None:
+    env = {e["name"]: e for e in triton_container()["env"]}
+    reference = env["IQAGUARD_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]
+    assert reference["optional"] is True, "without the Secret the admin APIs are closed, and the pod still starts"
+    assert not any("restricted" in arg for arg in triton_container()["args"]), "the image's entrypoint adds them"
 
 
 def test_image_matches_compose_and_kustomization() -> None:

@@ -10,6 +10,7 @@ import torch
 from support.fixture_models import fixture_modules
 
 from iqaguard.in_triton.torchscript_runner import (
+    InvalidInputError,
     OutputSpec,
     RunnerConfigError,
     TorchScriptRunner,
@@ -92,3 +93,22 @@ def test_failing_request_fails_alone_and_strings_are_split(tmp_path: Path) -> No
 def test_missing_model_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="build the model set"):
         TorchScriptRunner(tmp_path / "model.pt", ["PIXELS__0"], [], torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    ("pixels", "rule"),
+    [
+        (np.full((1, 3, 8, 8), np.nan, np.float32), "NaN or infinite"),
+        (np.full((1, 3, 8, 8), np.inf, np.float32), "NaN or infinite"),
+        (np.zeros((1, 3, 0, 8), np.float32), "empty dimension"),
+        (np.zeros((1, 3, 64, 64), np.float32), "MAX_ITEM_ELEMENTS is 3072"),
+    ],
+)
+def test_inputs_breaking_a_rule_are_refused_before_forward(tmp_path: Path, pixels: np.ndarray, rule: str) -> None:
+    runner, _ = _teacher_runner(tmp_path)
+    runner.max_item_elements = 3 * 32 * 32
+    good = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+    results = runner.run([{"PIXELS__0": good}, {"PIXELS__0": pixels}, {"PIXELS__0": good}])
+    assert isinstance(results[1], InvalidInputError) and rule in str(results[1]) and "PIXELS__0" in str(results[1])
+    assert not isinstance(results[0], Exception) and not isinstance(results[2], Exception)
+    assert np.isfinite(results[0]["PROBS__1"]).all()

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from iqaguard.in_triton.preprocess import Preprocessor
+from iqaguard.in_triton.busy import busy
+from iqaguard.in_triton.preprocess import Preprocessor, RequestBudget
 from iqaguard.repository.layout import read_input_size
 
 
@@ -19,9 +20,18 @@ class TritonPythonModel:
             size=read_input_size(args["model_repository"]),
             max_pixels=int(params["max_pixels"]),
             max_bytes=int(params["max_bytes"]),
+            budget=RequestBudget(
+                max_items=int(params["max_request_items"]),
+                max_bytes=int(params["max_request_bytes"]),
+                max_pixels=int(params["max_request_pixels"]),
+            ),
         )
 
     def execute(self, requests: list) -> list:
+        with busy():
+            return self._execute(requests)
+
+    def _execute(self, requests: list) -> list:
         batches = []
         for request in requests:
             tensor = pb_utils.get_input_tensor_by_name(request, "IMAGE")

@@ -1,0 +1,74 @@
+"""Notice a server that can no longer serve although Triton's health endpoints say it can.
+
+Triton's Python backend never restarts a dead stub, and /v2/health/* stay 200 after one dies
+(measured on 2.51). Two signals, checked by whoever supervises the server (the embedded launcher,
+the container entrypoint): a stub of the server's process group that died (a zombie: Triton does not
+reap it), and the deep readiness probe (iqaguard.launcher.probe) failing several times in a row.
+Stdlib-only, Python 3.10: the container entrypoint runs it on the NGC image's interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Sequence
+
+from iqaguard.launcher.probe import deep_ready
+
+
+def dead_stubs(group: int, proc: str = "/proc") -> list[int]:
+    """PIDs of processes in process group `group` that died and were not reaped (state Z)."""
+    dead = []
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc, entry, "stat")) as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == group and state == "Z" and int(entry) != group:
+            dead.append(int(entry))
+    return sorted(dead)
+
+
+class Watchdog:
+    """Says why a running server cannot serve, or None; probe failures count only when consecutive."""
+
+    def __init__(self, http_url: str, group: int, models: Sequence[str], failures: int = 2) -> None:
+        self.http_url = http_url
+        self.group = group
+        self.models = list(models)
+        self.failures = failures
+        self._failed_in_a_row = 0
+
+    def dead(self) -> str | None:
+        """Why the server is broken when one of its stubs died, else None."""
+        dead = dead_stubs(self.group)
+        return f"backend stub process(es) {dead} died" if dead else None
+
+    def fault(self) -> str | None:
+        """One check: a dead stub at once, a failing deep probe after `failures` checks in a row."""
+        dead = self.dead()
+        if dead:
+            return dead
+        problems = [p for m in self.models if (p := deep_ready(self.http_url, m))]
+        problems = [p for p in problems if "timed out" not in p]  # busy is not broken
+        self._failed_in_a_row = self._failed_in_a_row + 1 if problems else 0
+        if self._failed_in_a_row >= self.failures:
+            return f"deep readiness failed {self._failed_in_a_row} times: {problems[0]}"
+        return None
+
+
+def supervise(
+    process: subprocess.Popen[bytes], check: Callable[[], str | None], interval_s: float
+) -> tuple[int | None, str | None]:
+    """Wait for `process` to exit, calling `check` every `interval_s`; (exit code, None) or (None, fault)."""
+    while True:
+        try:
+            return process.wait(timeout=interval_s), None
+        except subprocess.TimeoutExpired:
+            fault = check()
+            if fault and process.poll() is None:
+                return None, fault

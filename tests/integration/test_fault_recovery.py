@@ -1,0 +1,78 @@
+"""A dead backend stub is never hidden: the deep probe sees it, and iqaguard-serve restores service."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from support.images import encode
+from test_server_lifecycle import _launch, _wait_for_line
+from tritonclient.utils import InferenceServerException
+
+from iqaguard.contract import ENSEMBLE
+from iqaguard.launcher.probe import deep_ready, main, tiny_png
+from iqaguard.launcher.process import TritonServer
+from iqaguard.launcher.watchdog import Watchdog, dead_stubs
+
+pytestmark = pytest.mark.integration
+
+
+def _stub_pid(server_pid: int, instance: str) -> int:
+    listing = subprocess.run(["pgrep", "-a", "-g", str(server_pid)], capture_output=True, text=True).stdout
+    (pid,) = [int(line.split()[0]) for line in listing.splitlines() if f" {instance} " in line]
+    return pid
+
+
+def _grpc_port(text: str) -> int:
+    return int(text.split("gRPC 127.0.0.1:", 1)[1].split(",", 1)[0])
+
+
+def test_deep_probe_answers_on_a_healthy_server(triton_server: TritonServer) -> None:
+    assert tiny_png().startswith(b"\x89PNG")
+    assert deep_ready(triton_server.http_url) is None
+    assert "not found" in (deep_ready(triton_server.http_url, "no_such_model") or "")
+    assert main(["--url", triton_server.http_url]) == 0
+    assert Watchdog(triton_server.http_url, triton_server.pid, [ENSEMBLE]).fault() is None
+    assert dead_stubs(triton_server.pid) == []
+
+
+def test_killed_stub_is_detected_and_the_launcher_restores_service(
+    fixture_repository: Path, tmp_path: Path, photo: np.ndarray
+) -> None:
+    log = tmp_path / "launcher.log"
+    process, http_port = _launch(fixture_repository, log, "--health-interval", "1")
+    text = _wait_for_line(log, "ready in", process)
+    server_pid = int(text.split("(pid ", 1)[1].split(")", 1)[0])
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{_grpc_port(text)}")
+    tensor = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[encode(photo, "JPEG")]], dtype=np.object_))
+    client.infer(ENSEMBLE, [tensor])
+    try:
+        os.kill(_stub_pid(server_pid, "teacher_0"), signal.SIGKILL)
+        killed = time.monotonic()
+        assert main(["--url", f"127.0.0.1:{http_port}"]) == 1, "the deep probe must see the dead stub"
+        lost, recovered_after = 0, None
+        while time.monotonic() - killed < 180:
+            try:
+                client.infer(ENSEMBLE, [tensor], client_timeout=10)
+            except InferenceServerException:
+                lost += 1
+                time.sleep(0.2)
+                continue
+            recovered_after = time.monotonic() - killed
+            break
+        text = log.read_text()
+        print(f"stub killed: service back after {recovered_after} s, {lost} requests failed meanwhile")
+        assert recovered_after is not None, text[-3000:]
+        assert "died; restarting the server" in text and "serving again" in text
+        assert main(["--url", f"127.0.0.1:{http_port}"]) == 0
+    finally:
+        client.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0

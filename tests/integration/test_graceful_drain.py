@@ -1,0 +1,64 @@
+"""SIGTERM drains: requests in flight complete, exit code 0, no stub or /dev/shm region left behind."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from PIL import Image
+from support.images import encode
+from test_fault_recovery import _grpc_port
+from test_server_lifecycle import _launch, _wait_for_line
+from tritonclient.utils import InferenceServerException
+
+from iqaguard.contract import ENSEMBLE
+
+pytestmark = pytest.mark.integration
+
+
+def test_sigterm_lets_requests_in_flight_finish(fixture_repository: Path, tmp_path: Path, photo: np.ndarray) -> None:
+    log = tmp_path / "launcher.log"
+    process, _ = _launch(fixture_repository, log, "--drain-timeout", "60")
+    text = _wait_for_line(log, "ready in", process)
+    server_pid = int(text.split("(pid ", 1)[1].split(")", 1)[0])
+    url = f"127.0.0.1:{_grpc_port(text)}"
+    command_line = Path(f"/proc/{server_pid}/cmdline").read_bytes().decode().split("\0")
+    (prefix,) = [arg.split("shm-region-prefix-name=", 1)[1] for arg in command_line if "shm-region-prefix" in arg]
+    # Expensive but legal requests: 16 photos of 3 Mpx each, about a second of decoding apiece.
+    big = encode(Image.fromarray(photo).resize((2000, 1500)), "JPEG", quality=95)
+    tensor = grpcclient.InferInput("IMAGE", [16, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([big] * 16, dtype=np.object_).reshape(-1, 1))
+    outcomes: list[str] = []
+
+    def send() -> None:
+        client = grpcclient.InferenceServerClient(url)
+        try:
+            client.infer(ENSEMBLE, [tensor], client_timeout=120)
+            outcomes.append("ok")
+        except InferenceServerException as error:
+            outcomes.append(f"{error.status()}: {error.message()}")
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(timeout=120)
+    code = process.wait(timeout=120)
+    print(f"drain: {outcomes.count('ok')}/8 completed, exit {code} {time.monotonic() - signalled:.1f} s after SIGTERM")
+    assert outcomes == ["ok"] * 8, outcomes
+    assert code == 0, log.read_text()[-3000:]
+    assert "drained (idle)" in log.read_text()
+    with pytest.raises(InferenceServerException) as refused:  # stopped: UNAVAILABLE, which clients retry
+        grpcclient.InferenceServerClient(url).infer(ENSEMBLE, [tensor], client_timeout=10)
+    assert refused.value.status() == "StatusCode.UNAVAILABLE"
+    assert subprocess.run(["pgrep", "-g", str(server_pid)], capture_output=True).returncode == 1, "stubs left"
+    assert not list(Path("/dev/shm").glob(f"{prefix}*")), "shared-memory regions left"
