@@ -15,7 +15,7 @@ from iqaguard.models.wrappers import PixelClassifier, fold_batch_norms
 from iqaguard.training.cache import cache_path, source_hash, state_hash
 from iqaguard.training.compute import flops
 from iqaguard.training.config import BuildConfig
-from iqaguard.training.data import as_float, batches
+from iqaguard.training.data import as_float
 from iqaguard.training.loop import bf16_autocast, train_epochs, use_bf16
 from iqaguard.training.profiles import Profile
 from iqaguard.training.splits import Data
@@ -43,23 +43,13 @@ def distillation_loss(
     return (1.0 - hard_weight) * soft + hard_weight * F.cross_entropy(student_logits, labels)
 
 
-@torch.inference_mode()
-def soft_targets(teacher: nn.Module, pixels: np.ndarray, batch_size: int = 1000) -> torch.Tensor:
+def soft_targets(teacher: nn.Module, pixels: np.ndarray) -> torch.Tensor:
     """The teacher's logits [2, N, C] on each of uint8 `pixels` [N,3,H,W] and on its mirror image.
 
     Computed once (in float32) and reused every epoch: distillation augments by flips only, so a
     stored target is exactly what the teacher says about the augmented input.
     """
-    teacher.eval()
-    views = []
-    for flip in (False, True):
-        parts = []
-        for part in batches(len(pixels), batch_size):
-            x = as_float(pixels[part])
-            result = teacher(x.flip(3) if flip else x)
-            parts.append((result[0] if isinstance(result, tuple) else result).float())
-        views.append(torch.cat(parts))
-    return torch.stack(views)
+    return torch.stack([predict(teacher, pixels), predict(teacher, pixels[..., ::-1])])
 
 
 def distill(

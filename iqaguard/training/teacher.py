@@ -51,11 +51,11 @@ def evaluate_accuracy(model: nn.Module, pixels: np.ndarray, labels: np.ndarray, 
 
 @torch.inference_mode()
 def predict(model: nn.Module, pixels: np.ndarray, batch_size: int = 1000) -> torch.Tensor:
-    """Logits [N,C] of `model` on uint8 pixels (eval mode; the first output when it returns a tuple)."""
+    """Logits [N,C] of `model` on uint8 pixels, any strides (eval mode; the first output of a tuple)."""
     model.eval()
     outputs = []
     for part in batches(len(pixels), batch_size):
-        result = model(as_float(pixels[part]))
+        result = model(as_float(np.ascontiguousarray(pixels[part])))
         outputs.append(result[0] if isinstance(result, tuple) else result)
     return torch.cat(outputs)
 
