@@ -23,15 +23,14 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 # The contract's formats, recognised by their leading bytes before any decoder runs; Pillow is then
 # asked to open the data with that one plugin only (never TIFF, ICO, PPM, or EPS's Ghostscript).
-_SIGNATURES: tuple[tuple[str, bytes, int], ...] = (  # (Pillow format, magic bytes, offset)
-    ("JPEG", b"\xff\xd8\xff", 0),
-    ("PNG", b"\x89PNG\r\n\x1a\n", 0),
-    ("GIF", b"GIF87a", 0),
-    ("GIF", b"GIF89a", 0),
-    ("BMP", b"BM", 0),
-    ("WEBP", b"WEBP", 8),  # RIFF....WEBP
+_SIGNATURES: tuple[tuple[str, tuple[tuple[int, bytes], ...]], ...] = (  # (Pillow format, (offset, magic)...)
+    ("JPEG", ((0, b"\xff\xd8\xff"),)),
+    ("PNG", ((0, b"\x89PNG\r\n\x1a\n"),)),
+    ("GIF", ((0, b"GIF87a"),)),
+    ("GIF", ((0, b"GIF89a"),)),
+    ("BMP", ((0, b"BM"),)),
+    ("WEBP", ((0, b"RIFF"), (8, b"WEBP"))),
 )
-ACCEPTED_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "GIF")
 
 
 class InvalidImageError(ValueError):
@@ -43,8 +42,8 @@ class InvalidImageError(ValueError):
 
 def sniff_format(data: bytes) -> str:
     """The contract format `data` claims by its signature; InvalidImageError for anything else."""
-    for image_format, magic, offset in _SIGNATURES:
-        if data[offset : offset + len(magic)] == magic and (image_format != "WEBP" or data[:4] == b"RIFF"):
+    for image_format, parts in _SIGNATURES:
+        if all(data[offset : offset + len(magic)] == magic for offset, magic in parts):
             return image_format
     raise InvalidImageError("unsupported format: only JPEG, PNG, BMP, WebP and GIF are accepted")
 
