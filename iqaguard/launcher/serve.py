@@ -2,7 +2,8 @@
 
 Checks the model repository first (and, with --build-if-missing, builds the default model set),
 waits until the server is ready, prints where it listens, and forwards SIGINT/SIGTERM to it. A
-watchdog restarts the server when a backend stub dies or the ensembles stop answering.
+watchdog restarts the server when a backend stub dies, the ensembles stop answering or tritonserver
+crashes (within a restart budget; past it the launcher exits so an orchestrator takes over).
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from iqaguard.launcher.security import (
     configured_admin_key,
     unguessable_key,
 )
-from iqaguard.launcher.watchdog import Watchdog, supervise
+from iqaguard.launcher.watchdog import RestartBudget, Watchdog, crash_reason, supervise
 from iqaguard.log import cli_logging
 from iqaguard.repository.check import check_repository, format_problems
 from iqaguard.repository.layout import REPOSITORY_ENV, default_repository, missing_artifacts
 from iqaguard.repository.manifest import describe_members
 
 DEFAULT_PROFILE = "fashion"
+RESTART_WINDOW_S = 600.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,6 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--health-failures", type=int, default=2,
         help="failed inferences in a row that count as a fault (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-restarts", type=int, default=5,
+        help="restarts allowed in any 10 minutes after crashes or watchdog faults; past that the "
+        "launcher exits with the server's code (default: %(default)s)",
     )  # fmt: skip
     parser.add_argument(
         "--drain-timeout", type=float, default=20.0,
@@ -156,17 +163,32 @@ def main(argv: list[str] | None = None) -> int:
         f"gRPC {server.grpc_url}, metrics {server.metrics_url}",
         flush=True,
     )
+    budget = RestartBudget(args.max_restarts, RESTART_WINDOW_S)
     while True:
         code, fault = supervise(server.process, health_check(server, args), args.health_interval or 3600.0)
-        if fault is None or stop_requests:
+        if stop_requests:
             break
+        fault = fault or crash_reason(code)
+        if fault is None:
+            break
+        if not budget.spend():
+            print(
+                f"iqaguard-serve: {fault}; already restarted {args.max_restarts} times in "
+                f"{RESTART_WINDOW_S:.0f} s, giving up",
+                file=sys.stderr, flush=True,
+            )  # fmt: skip
+            code = server.stop(timeout=5.0) if code is None else code
+            return shell_status(code) or 1
         print(f"iqaguard-serve: {fault}; restarting the server", flush=True)
         started = time.monotonic()
         server.stop(timeout=5.0)  # a dead stub can hold Triton's shutdown for its whole exit timeout
         failed = start_and_wait(server, args.ready_timeout, stop_requests)
         if failed is not None:
             return failed
-        print(f"iqaguard-serve: serving again {time.monotonic() - started:.1f} s after the fault", flush=True)
+        print(
+            f"iqaguard-serve: serving again {time.monotonic() - started:.1f} s after the fault (pid {server.pid})",
+            flush=True,
+        )
     if code is None:  # a stop arrived while the watchdog was checking
         code = server.process.wait() if server.process else 1
     server.cleanup()
@@ -174,7 +196,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iqaguard-serve: stopped (tritonserver exit code {code})", flush=True)
     else:
         print(f"iqaguard-serve: tritonserver exited unexpectedly with code {code}", file=sys.stderr)
-    return code
+    return shell_status(code)
+
+
+def shell_status(code: int | None) -> int:
+    """The launcher's exit status for the server's: 128 + N when signal N killed it, as shells report."""
+    if code is None:
+        return 1
+    return 128 - code if code < 0 else code
 
 
 def drain_then_stop(server: TritonServer, timeout_s: float) -> None:

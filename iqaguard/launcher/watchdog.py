@@ -9,8 +9,11 @@ Stdlib-only, Python 3.10: the container entrypoint runs it on the NGC image's in
 
 from __future__ import annotations
 
+import collections
 import os
+import signal
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 
 from iqaguard.launcher.probe import deep_ready
@@ -72,3 +75,34 @@ def supervise(
             fault = check()
             if fault and process.poll() is None:
                 return None, fault
+
+
+def crash_reason(exit_code: int | None) -> str | None:
+    """Why the server's exit was a crash (killed by a signal nobody asked for), else None."""
+    if exit_code is None or exit_code >= 0:
+        return None
+    try:
+        name = signal.Signals(-exit_code).name
+    except ValueError:
+        name = f"signal {-exit_code}"
+    return f"tritonserver crashed ({name})"
+
+
+class RestartBudget:
+    """At most `restarts` restarts in any `window_s` seconds; beyond that a supervisor gives up."""
+
+    def __init__(self, restarts: int, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.restarts = restarts
+        self.window_s = window_s
+        self.clock = clock
+        self._recent: collections.deque[float] = collections.deque()
+
+    def spend(self) -> bool:
+        """Take one restart; False when the budget for the current window is used up."""
+        now = self.clock()
+        while self._recent and now - self._recent[0] > self.window_s:
+            self._recent.popleft()
+        if len(self._recent) >= self.restarts:
+            return False
+        self._recent.append(now)
+        return True

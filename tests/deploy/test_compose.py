@@ -343,9 +343,16 @@ def test_headless_profile(effective: dict[str, Any]) -> None:
     assert headless["profiles"] == ["headless"]
     command = headless["command"]
     assert "--headless" in command
-    for flag in ("--users", "--spawn-rate", "--run-time", "--csv", "--html"):
+    for flag in ("--users", "--spawn-rate", "--run-time", "--stop-timeout", "--csv", "--html"):
         assert flag in command, flag
     assert int(command[command.index("--users") + 1]) > 0
+
+
+@pytest.mark.parametrize("service", ["locust-headless", "locust-master"])
+def test_a_stopped_run_lets_requests_in_flight_finish(effective: dict[str, Any], service: str) -> None:
+    """Cancelling in-flight gRPC requests can crash Triton 24.10 (upstream #7840), so runs end gracefully."""
+    command = [str(part) for part in effective["services"][service]["command"]]
+    assert float(command[command.index("--stop-timeout") + 1]) >= 10
     # The interactive services stay out of the profile, so `up` without it gives the web UI.
     assert "profiles" not in effective["services"]["locust-master"]
 

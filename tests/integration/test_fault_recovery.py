@@ -76,3 +76,68 @@ def test_killed_stub_is_detected_and_the_launcher_restores_service(
         client.close()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
+
+
+def _until_served(client: grpcclient.InferenceServerClient, tensor: grpcclient.InferInput, since: float) -> float:
+    """Seconds from `since` until the ensemble answers again (fails the test after 180 s)."""
+    while time.monotonic() - since < 180:
+        try:
+            client.infer(ENSEMBLE, [tensor], client_timeout=10)
+            return time.monotonic() - since
+        except InferenceServerException:
+            time.sleep(0.2)
+    pytest.fail("the ensemble did not answer again within 180 s")
+
+
+def test_a_crashed_server_is_restarted_within_the_restart_budget(
+    fixture_repository: Path, tmp_path: Path, photo: np.ndarray
+) -> None:
+    log = tmp_path / "launcher.log"
+    process, _ = _launch(fixture_repository, log, "--max-restarts", "1")
+    text = _wait_for_line(log, "ready in", process)
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{_grpc_port(text)}")
+    tensor = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[encode(photo, "JPEG")]], dtype=np.object_))
+    try:
+        os.kill(int(text.split("(pid ", 1)[1].split(")", 1)[0]), signal.SIGSEGV)
+        print(f"SIGSEGV: service back after {_until_served(client, tensor, time.monotonic()):.1f} s")
+        text = _wait_for_line(log, "serving again", process)
+        assert "tritonserver crashed (SIGSEGV); restarting the server" in text
+        os.kill(int(text.rsplit("(pid ", 1)[1].split(")", 1)[0]), signal.SIGSEGV)
+        # A second crash inside the window is past a budget of one: the launcher hands over.
+        assert process.wait(timeout=60) == 128 + signal.SIGSEGV
+        assert "already restarted 1 times in 600 s, giving up" in log.read_text()
+    finally:
+        client.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+
+def test_clients_abandoning_requests_do_not_leave_the_service_down(
+    fixture_repository: Path, tmp_path: Path, photo: np.ndarray
+) -> None:
+    """Triton 24.10's gRPC frontend can SIGSEGV when a client cancels an in-flight request (upstream
+    #7840, fixed in 24.12); whether or not this run hits it, the launcher keeps the service up."""
+    log = tmp_path / "launcher.log"
+    process, _ = _launch(fixture_repository, log)
+    text = _wait_for_line(log, "ready in", process)
+    url = f"127.0.0.1:{_grpc_port(text)}"
+    tensor = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[encode(photo, "JPEG")]], dtype=np.object_))
+    try:
+        for _ in range(40):
+            impatient = grpcclient.InferenceServerClient(url)
+            impatient.async_infer(ENSEMBLE, [tensor], lambda result, error: None)
+            time.sleep(0.002)
+            impatient.close()  # cancels the call while the ensemble runs it
+            time.sleep(0.05)
+        client = grpcclient.InferenceServerClient(url)
+        back_after = _until_served(client, tensor, time.monotonic())
+        client.close()
+        crashes = log.read_text(errors="replace").count("tritonserver crashed")
+        print(f"40 abandoned requests: {crashes} server crash(es), answering {back_after:.1f} s later")
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0

@@ -1,0 +1,31 @@
+"""When the launcher calls an exit a crash, and how many restarts it allows before handing over."""
+
+from __future__ import annotations
+
+import signal
+
+from iqaguard.launcher.watchdog import RestartBudget, crash_reason
+
+
+def test_only_an_exit_by_signal_is_a_crash() -> None:
+    assert crash_reason(-signal.SIGSEGV) == "tritonserver crashed (SIGSEGV)"
+    assert crash_reason(-signal.SIGKILL) == "tritonserver crashed (SIGKILL)"
+    assert crash_reason(-200) == "tritonserver crashed (signal 200)"
+    assert crash_reason(0) is None and crash_reason(1) is None and crash_reason(None) is None
+
+
+def test_budget_counts_restarts_in_a_sliding_window() -> None:
+    now = [0.0]
+    budget = RestartBudget(restarts=2, window_s=60, clock=lambda: now[0])
+    assert budget.spend()
+    now[0] = 30.0
+    assert budget.spend()
+    now[0] = 59.0
+    assert not budget.spend(), "a third restart inside 60 s is over budget"
+    now[0] = 60.5
+    assert budget.spend(), "the first restart left the window"
+    assert not budget.spend(), "the second (at 30 s) and third (at 60.5 s) fill it again"
+
+
+def test_zero_budget_never_restarts() -> None:
+    assert not RestartBudget(restarts=0, window_s=600).spend()
