@@ -45,6 +45,9 @@ fi
 # Upgrading from the layout where iqaguard itself carried `iqaguard-classify`, removing the old iqaguard
 # also removed the script the client had just installed: put it back.
 [ -x "$VENV/bin/iqaguard-classify" ] || "$VENV/bin/python" -m pip install -q --no-deps --force-reinstall -e ./client
+# ImageNet-C corruptions for the build's unseen evaluation. --no-deps: it asks for opencv-python, whose
+# numpy-1 builds would overwrite the headless cv2 that pyproject pins (same module, different files).
+"$VENV/bin/python" -m pip install -q --no-deps "corrupt-tta==0.1.7"
 # The Triton server binary ships inside nvidia-pytriton; its Python deps are not needed.
 "$VENV/bin/python" -m pip install -q --no-deps "nvidia-pytriton==0.7.0"
 "$VENV/bin/python" - <<'PY'

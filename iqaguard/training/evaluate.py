@@ -2,7 +2,8 @@
 
 Negatives are the clean evaluation images; positives of a setting are its perturbed images that made
 the teacher wrong. A distortion setting counts as "severe" when it flips at least SEVERE_FLIP_RATE of
-the (eligible) images — a property of the perturbation and the teacher, not of any detector.
+the (eligible) images — a property of the perturbation and the teacher, not of any detector. Settings
+the detector was not fitted on (CW-L2, DeepFool, ImageNet-C corruptions) are summarised apart as unseen.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def evaluate(
         positive = rows & samples.positive
         entry: dict[str, object] = {
             "setting": setting.name, "kind": setting.kind, "strength": setting.strength,
-            "family": "attack" if setting.is_attack else "distortion",
+            "family": "attack" if setting.is_attack else "distortion", "seen": setting.seen,
             "images": int(rows.sum()), "eligible": int(eligible.sum()), "positives": int(positive.sum()),
             "flip_rate": float(positive.sum() / max(eligible.sum(), 1)),
         }
@@ -63,10 +64,15 @@ def evaluate(
         per_setting.append(entry)
 
     summary: dict[str, object] = {}
+    seen = [e for e in per_setting if e["seen"]]
+    unseen = [e for e in per_setting if not e["seen"]]
     groups = {
-        "attacks": [e for e in per_setting if e["family"] == "attack"],
-        "severe_distortions": [e for e in per_setting if e["family"] == "distortion" and e["severe"]],
-        "all_distortions": [e for e in per_setting if e["family"] == "distortion"],
+        "attacks": [e for e in seen if e["family"] == "attack"],
+        "severe_distortions": [e for e in seen if e["family"] == "distortion" and e["severe"]],
+        "all_distortions": [e for e in seen if e["family"] == "distortion"],
+        "unseen_attacks": [e for e in unseen if e["family"] == "attack"],
+        "unseen_severe_corruptions": [e for e in unseen if e["family"] == "distortion" and e["severe"]],
+        "unseen_all_corruptions": [e for e in unseen if e["family"] == "distortion"],
     }
     for name in scores:
         summary[name] = {
@@ -77,18 +83,23 @@ def evaluate(
                for group, entries in groups.items()},
         }
     summary["severe_distortion_settings"] = [e["setting"] for e in groups["severe_distortions"]]
+    summary["unseen_severe_corruption_settings"] = [e["setting"] for e in groups["unseen_severe_corruptions"]]
     summary["clean_images"] = int(clean.sum())
     return {"per_setting": per_setting, "summary": summary}
 
 
 def roc_groups(samples: Samples, settings: Sequence[Perturbation], scores: dict[str, np.ndarray],
                evaluation: dict[str, object]) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Pooled ROC inputs: attacks, and distortions severe enough to flip the teacher."""
+    """Pooled ROC inputs: seen attacks, seen severe distortions, and the unseen attacks and severe corruptions."""
     severe = {e["setting"] for e in evaluation["per_setting"] if e["severe"]}
     groups = {
-        "attacks (FGSM, PGD)": [i for i, s in enumerate(settings) if s.is_attack],
-        "severe distortions": [i for i, s in enumerate(settings) if not s.is_attack and s.name in severe],
+        "attacks (FGSM, PGD)": [i for i, s in enumerate(settings) if s.is_attack and s.seen],
+        "severe distortions": [i for i, s in enumerate(settings) if not s.is_attack and s.seen and s.name in severe],
+        "unseen attacks (CW-L2, DeepFool)": [i for i, s in enumerate(settings) if s.is_attack and not s.seen],
+        "unseen severe corruptions (ImageNet-C)": [
+            i for i, s in enumerate(settings) if not s.is_attack and not s.seen and s.name in severe],
     }
+    groups = {title: indices for title, indices in groups.items() if indices}
     out = {}
     for title, indices in groups.items():
         positive = samples.positive & np.isin(samples.setting, indices)

@@ -99,14 +99,17 @@ def featurize_perturbed(
     featurizer.teacher.requires_grad_(False)
     all_samples: list[Samples] = []
     all_squeeze: list[np.ndarray] = []
-    progress = tqdm(total=len(settings) * len(images), desc=desc, unit="img", mininterval=1.0)
+    total = sum(min(len(images), s.max_images or len(images)) for s in settings)
+    progress = tqdm(total=total, desc=desc, unit="img", mininterval=1.0)
     for index, setting in enumerate(settings):
         parts = []
-        for part in batches(len(images), featurizer.batch_size):
+        n = min(len(images), setting.max_images or len(images))
+        for part in batches(n, featurizer.batch_size):
             if setting.is_attack:
                 targets = torch.from_numpy(clean_predictions[part])
                 x = as_float(images.pixels[part])
-                perturbed = attack(featurizer.teacher, x, targets, setting, generator, pgd_steps)
+                perturbed = attack(featurizer.teacher, x, targets, setting, generator, pgd_steps,
+                                   classes=clean.teacher_logits.shape[1])
             else:
                 perturbed = np.stack([distort(p, setting, rng) for p in as_float(images.pixels[part]).numpy()])
             pixels = np.rint(perturbed * 255.0).astype(np.uint8)
@@ -116,11 +119,10 @@ def featurize_perturbed(
                 keep.offer(index, setting.is_attack, part.start, pixels, flipped)
             progress.update(part.stop - part.start)
         merged = _merge(parts)
-        n = len(images)
         all_samples.append(Samples(
-            image=clean.image.copy(), setting=np.full(n, index), iqa=merged["iqa"],
+            image=clean.image[:n].copy(), setting=np.full(n, index), iqa=merged["iqa"],
             teacher_logits=merged["teacher_logits"], student_logits=merged["student_logits"],
-            flipped=merged["teacher_logits"].argmax(1) != clean_predictions, eligible=clean.eligible.copy(),
+            flipped=merged["teacher_logits"].argmax(1) != clean_predictions[:n], eligible=clean.eligible[:n].copy(),
         ))
         all_squeeze.append(merged.get("squeeze", np.zeros((n, 0), np.float32)))
     progress.close()
@@ -154,7 +156,14 @@ class HeldOutFeatures:
 
 def fit_features(config: BuildConfig, profile: Profile, data: Data, settings: Sequence[Perturbation],
                  pgd_steps: int, teacher: nn.Module, student: nn.Module) -> FitFeatures:
-    """Perturb and featurize the fit images; choose the Feature Squeezing configuration on the first few."""
+    """Perturb and featurize the fit images; choose the Feature Squeezing configuration on the first few.
+
+    Only the seen settings (the prefix of `settings` with `seen`) are applied: the rest stay unseen.
+    """
+    seen = [s for s in settings if s.seen]
+    if seen != list(settings[: len(seen)]):
+        raise ValueError("seen perturbation settings must come first: fit rows index the same list as evaluation")
+    settings = seen
     fit_images = min(config.fit_images or profile.fit_images, len(data.fit))
     # The first few fit images also carry every candidate squeezer's distances: FS is tuned on them.
     few = min(FS_SELECTION_IMAGES, fit_images)

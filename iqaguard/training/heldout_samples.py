@@ -54,8 +54,8 @@ class KeptPixels:
 
     @classmethod
     def for_settings(cls, settings: Sequence[Perturbation], limit: int = SAMPLES_PER_KIND) -> KeptPixels:
-        """Keep the strongest PGD setting and every distortion (which of them are severe is known only later)."""
-        wanted = {i for i, s in enumerate(settings) if not s.is_attack}
+        """Keep the strongest PGD setting and every seen distortion (which are severe is known only later)."""
+        wanted = {i for i, s in enumerate(settings) if not s.is_attack and s.seen}
         pgd = strongest_pgd(settings)
         return cls(frozenset(wanted | ({pgd} if pgd is not None else set())), limit)
 

@@ -1,7 +1,11 @@
-"""Perturbations of held-out images: white-box L∞ attacks on the teacher and quality distortions.
+"""Perturbations of held-out images: L∞ and minimal-norm attacks on the teacher, quality distortions.
 
 Every perturbed image is returned *as the server would see it*: encoded with Pillow (PNG, or JPEG
 for the JPEG distortion), decoded by `iqaguard.imaging.decode_image` and resized by `to_pixels`.
+
+The attacks come from the Adversarial Robustness Toolbox (ART, MIT): FGSM and PGD are the ones the
+detector is fitted on; Carlini-Wagner L2 and DeepFool, and the ImageNet-C corruptions (`corrupt-tta`,
+MIT), are "unseen": evaluated only, never fitted on.
 """
 
 from __future__ import annotations
@@ -12,31 +16,50 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageEnhance, ImageFilter
 from torch import nn
 
 from iqaguard.imaging import decode_image, to_pixels
 
-ATTACKS = ("fgsm", "pgd")
+ATTACKS = ("fgsm", "pgd", "cw", "deepfool")
 DISTORTIONS = ("noise", "blur", "jpeg", "contrast", "resample")
+# ImageNet-C corruptions (Hendrycks & Dietterich 2019) that are none of DISTORTIONS, by corrupt-tta's names.
+CORRUPTIONS = ("impulse_noise", "defocus_blur", "motion_blur", "zoom_blur", "fog", "frost", "snow",
+               "pixelate", "elastic_transform", "brightness")
 
 
 @dataclass(frozen=True)
 class Perturbation:
-    """One perturbation setting: kind (an attack or a distortion), its strength, and a readable name."""
+    """One perturbation setting: kind, strength, whether the detector is fitted on it, how many images get it.
+
+    Strength: L∞ budget in [0,1] units (fgsm, pgd), the confidence margin κ (cw), the overshoot (deepfool),
+    the severity 1–5 (corruptions), or the distortion's own parameter. `max_images` caps the images of
+    expensive settings (None: every image of the split).
+    """
 
     kind: str
     strength: float
+    seen: bool = True
+    max_images: int | None = None
 
     @property
     def is_attack(self) -> bool:
         return self.kind in ATTACKS
 
     @property
+    def is_corruption(self) -> bool:
+        return self.kind in CORRUPTIONS
+
+    @property
     def name(self) -> str:
-        if self.is_attack:
+        if self.kind in ("fgsm", "pgd"):
             return f"{self.kind} eps={round(self.strength * 255, 2):g}/255"
+        if self.kind == "cw":
+            return f"cw-l2 kappa={self.strength:g}"
+        if self.kind == "deepfool":
+            return f"deepfool overshoot={self.strength:g}"
+        if self.is_corruption:
+            return f"{self.kind} severity={self.strength:g}"
         unit = {"noise": "sigma", "blur": "radius", "jpeg": "quality", "contrast": "factor", "resample": "factor"}
         return f"{self.kind} {unit[self.kind]}={self.strength:g}"
 
@@ -44,44 +67,71 @@ class Perturbation:
 # ---------------------------------------------------------------------------------------------- attacks
 
 
-def _logits(model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    result = model(pixels)
-    return result[0] if isinstance(result, tuple) else result
+class _Logits(nn.Module):
+    """The teacher's logits alone (it returns (logits, probs)), as ART's classifier expects."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        result = self.model(pixels)
+        return result[0] if isinstance(result, tuple) else result
 
 
-def fgsm(model: nn.Module, pixels: torch.Tensor, targets: torch.Tensor, eps: float) -> torch.Tensor:
-    """Fast Gradient Sign Method (Goodfellow et al. 2015): one signed-gradient step of size eps, clipped to [0,1]."""
-    x = pixels.clone().requires_grad_(True)
-    loss = F.cross_entropy(_logits(model, x), targets)
-    (grad,) = torch.autograd.grad(loss, x)
-    return (pixels + eps * grad.sign()).clamp_(0.0, 1.0).detach()
+def art_classifier(model: nn.Module, size: tuple[int, int], classes: int) -> object:
+    """`model` (pixels in [0,1] -> logits, or (logits, probs)) as an ART PyTorchClassifier on the CPU."""
+    from art.estimators.classification import PyTorchClassifier  # heavy: only builds need it
+
+    return PyTorchClassifier(
+        _Logits(model).eval(), loss=nn.CrossEntropyLoss(), input_shape=(3, *size), nb_classes=classes,
+        clip_values=(0.0, 1.0), device_type="cpu",
+    )  # fmt: skip
 
 
-def pgd(
+def art_attack(classifier: object, perturbation: Perturbation, pgd_steps: int, batch_size: int) -> object:
+    """The ART evasion attack for one attack setting (untargeted)."""
+    from art.attacks.evasion import CarliniL2Method, DeepFool, FastGradientMethod, ProjectedGradientDescentPyTorch
+
+    kind, strength = perturbation.kind, perturbation.strength
+    if kind == "fgsm":
+        return FastGradientMethod(classifier, eps=strength, batch_size=batch_size)
+    if kind == "pgd":  # Madry et al.: random start in the ball, steps of 2.5·eps/steps
+        return ProjectedGradientDescentPyTorch(
+            classifier, eps=strength, eps_step=2.5 * strength / pgd_steps, max_iter=pgd_steps,
+            num_random_init=1, batch_size=batch_size, verbose=False,
+        )  # fmt: skip
+    if kind == "cw":
+        # κ > 0 so the adversarial survives the 8-bit rounding of the served image (κ = 0 lost ~40% of them).
+        return CarliniL2Method(classifier, confidence=strength, learning_rate=0.01, binary_search_steps=3,
+                               max_iter=10, initial_const=1.0, batch_size=batch_size, verbose=False)
+    if kind == "deepfool":  # gradients of the 10 likeliest classes only: the cost stays flat in the class count
+        return DeepFool(classifier, max_iter=50, epsilon=strength, nb_grads=10, batch_size=batch_size, verbose=False)
+    raise ValueError(f"unknown attack {kind!r}")
+
+
+def attack(
     model: nn.Module,
     pixels: torch.Tensor,
     targets: torch.Tensor,
-    eps: float,
-    steps: int = 10,
-    step_size: float | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Projected Gradient Descent, L∞ (Madry et al. 2018): random start in the eps-ball, `steps` signed steps.
+    perturbation: Perturbation,
+    generator: torch.Generator,
+    pgd_steps: int = 10,
+    classes: int | None = None,
+) -> np.ndarray:
+    """Run one attack on a batch (against `targets`, the teacher's clean answers); return served pixels [N,3,H,W].
 
-    Untargeted: maximises the cross-entropy of `targets` (the teacher's clean answers), projecting onto
-    the eps-ball around `pixels` and onto [0,1] after every step.
+    ART draws its random starts from numpy's global generator: it is seeded from `generator` first.
     """
-    alpha = 2.5 * eps / steps if step_size is None else step_size
-    noise = torch.rand(pixels.shape, generator=generator) * 2.0 - 1.0
-    x = (pixels + eps * noise).clamp(0.0, 1.0)
-    for _ in range(steps):
-        x.requires_grad_(True)
-        loss = F.cross_entropy(_logits(model, x), targets)
-        (grad,) = torch.autograd.grad(loss, x)
+    size = (pixels.shape[2], pixels.shape[3])
+    if classes is None:
         with torch.no_grad():
-            x = x + alpha * grad.sign()
-            x = torch.minimum(torch.maximum(x, pixels - eps), pixels + eps).clamp_(0.0, 1.0)
-    return x.detach()
+            classes = int(_Logits(model)(pixels[:1]).shape[1])
+    classifier = art_classifier(model, size, classes)
+    np.random.seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+    adversarial = art_attack(classifier, perturbation, pgd_steps, len(pixels)).generate(
+        x=pixels.numpy(), y=targets.numpy())
+    return np.stack([served(to_image(x), size) for x in adversarial])
 
 
 # ------------------------------------------------------------------------------------------ distortions
@@ -133,11 +183,22 @@ def resample(image: Image.Image, factor: float) -> Image.Image:
     return to_image(to_pixels(down, (height, width)))
 
 
+def corrupt(image: Image.Image, name: str, severity: int, rng: np.random.Generator) -> Image.Image:
+    """One ImageNet-C corruption by corrupt-tta at severity 1–5 (it draws from numpy's global generator)."""
+    from corrupt_tta import corrupt as imagenet_c  # heavy: only builds need it
+
+    np.random.seed(int(rng.integers(2**31 - 1)))
+    corrupted = imagenet_c(np.asarray(image), severity=severity, corruption_name=name)
+    return Image.fromarray(np.clip(np.rint(corrupted), 0, 255).astype(np.uint8), mode="RGB")
+
+
 def distort(pixels: np.ndarray, perturbation: Perturbation, rng: np.random.Generator) -> np.ndarray:
-    """Apply one quality distortion to [3,H,W] served pixels and return the served result."""
+    """Apply one quality distortion or corruption to [3,H,W] served pixels and return the served result."""
     size = (pixels.shape[1], pixels.shape[2])
     image = to_image(pixels)
     kind, strength = perturbation.kind, perturbation.strength
+    if perturbation.is_corruption:
+        return served(corrupt(image, kind, int(strength), rng), size)
     if kind == "jpeg":
         return served(image, size, "JPEG", quality=int(strength))
     operations: dict[str, Callable[[Image.Image], Image.Image]] = {
@@ -149,22 +210,3 @@ def distort(pixels: np.ndarray, perturbation: Perturbation, rng: np.random.Gener
     if kind not in operations:
         raise ValueError(f"unknown distortion {kind!r}")
     return served(operations[kind](image), size)
-
-
-def attack(
-    model: nn.Module,
-    pixels: torch.Tensor,
-    targets: torch.Tensor,
-    perturbation: Perturbation,
-    generator: torch.Generator,
-    pgd_steps: int = 10,
-) -> np.ndarray:
-    """Run one attack on a batch and return the served (PNG round-tripped) adversarial pixels [N,3,H,W]."""
-    if perturbation.kind == "fgsm":
-        adversarial = fgsm(model, pixels, targets, perturbation.strength)
-    elif perturbation.kind == "pgd":
-        adversarial = pgd(model, pixels, targets, perturbation.strength, steps=pgd_steps, generator=generator)
-    else:
-        raise ValueError(f"unknown attack {perturbation.kind!r}")
-    size = (pixels.shape[2], pixels.shape[3])
-    return np.stack([served(to_image(x), size) for x in adversarial.numpy()])

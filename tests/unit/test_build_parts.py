@@ -21,7 +21,7 @@ from iqaguard.repository.layout import versions
 from iqaguard.training.data import grey_to_pixels, load_folder, read_idx
 from iqaguard.training.distill import distill
 from iqaguard.training.metrics import auroc, roc_curve, tpr_at_fpr
-from iqaguard.training.perturb import Perturbation, attack, distort, fgsm, pgd
+from iqaguard.training.perturb import CORRUPTIONS, Perturbation, attack, distort
 from iqaguard.training.squeeze import FeatureSqueezing, median_filter, reduce_bit_depth
 from iqaguard.training.teacher import train_teacher
 
@@ -86,17 +86,58 @@ def test_attacks_stay_in_budget_and_raise_the_loss() -> None:
     eps = 4 / 255
     loss = torch.nn.functional.cross_entropy
     clean_loss = loss(teacher(x)[0], targets)
-    one_step = fgsm(teacher, x, targets, eps)
-    many = pgd(teacher, x, targets, eps, steps=10, generator=torch.Generator().manual_seed(0))
-    for adversarial in (one_step, many):
-        assert (adversarial - x).abs().max() <= eps + 1e-6
-        assert adversarial.min() >= 0 and adversarial.max() <= 1
-        assert loss(teacher(adversarial)[0], targets) > clean_loss
-    assert loss(teacher(many)[0], targets) >= loss(teacher(one_step)[0], targets) - 1e-4
-    served = attack(teacher, x, targets, Perturbation("pgd", eps), torch.Generator().manual_seed(0), pgd_steps=5)
-    assert served.shape == (16, 3, 8, 8) and served.dtype == np.float32
-    assert np.allclose(served * 255, np.rint(served * 255), atol=1e-4)  # 8-bit, as a PNG would carry it
-    assert np.abs(served - x.numpy()).max() <= eps + 1e-6  # rounding never leaves the budget
+
+    def run(setting: Perturbation, seed: int = 0) -> np.ndarray:
+        return attack(teacher, x, targets, setting, torch.Generator().manual_seed(seed), pgd_steps=10)
+
+    one_step, many = run(Perturbation("fgsm", eps)), run(Perturbation("pgd", eps))
+    for served in (one_step, many):
+        assert served.shape == (16, 3, 8, 8) and served.dtype == np.float32
+        assert np.allclose(served * 255, np.rint(served * 255), atol=1e-4)  # 8-bit, as a PNG would carry it
+        assert np.abs(served - x.numpy()).max() <= eps + 1e-6  # rounding never leaves the budget
+        assert served.min() >= 0 and served.max() <= 1
+        assert loss(teacher(torch.from_numpy(served))[0], targets) > clean_loss
+    assert loss(teacher(torch.from_numpy(many))[0], targets) >= loss(teacher(torch.from_numpy(one_step))[0], targets)
+    assert np.array_equal(run(Perturbation("pgd", eps), seed=3), run(Perturbation("pgd", eps), seed=3))
+
+
+@pytest.mark.parametrize("kind", ["cw", "deepfool"])
+def test_minimal_norm_attacks_flip_the_teacher(kind: str) -> None:
+    """CW-L2 and DeepFool have no budget: they move each image just past the teacher's decision boundary."""
+    teacher = linear_teacher()
+    x = torch.randint(0, 256, (16, 3, 8, 8)).float() / 255
+    targets = teacher(x)[0].argmax(1)
+    setting = Perturbation(kind, 1.0 if kind == "cw" else 0.1, seen=False)
+    served = attack(teacher, x, targets, setting, torch.Generator().manual_seed(0))
+    flipped = teacher(torch.from_numpy(served))[0].argmax(1) != targets
+    assert flipped.float().mean() >= 0.5, f"{kind} flipped {flipped.float().mean():.0%} after 8-bit rounding"
+    assert not setting.seen and setting.name.startswith("cw-l2" if kind == "cw" else "deepfool")
+
+
+def test_unseen_settings_follow_the_seen_ones_and_stay_out_of_the_fit() -> None:
+    from iqaguard.training.profiles import PROFILES
+
+    settings = PROFILES["fashion"].perturbations()
+    seen = [s.seen for s in settings]
+    assert seen == sorted(seen, reverse=True), "the seen settings are a prefix"
+    unseen = [s for s in settings if not s.seen]
+    assert {s.kind for s in unseen} == {"cw", "deepfool", *CORRUPTIONS}
+    assert all(s.max_images for s in unseen)
+
+
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_corruptions_change_the_image_and_differ_by_severity(name: str) -> None:
+    """Not necessarily monotonic in pixel error: ImageNet-C's elastic transform is not."""
+    from skimage import data
+
+    pixels = to_pixels(Image.fromarray(data.chelsea()), (48, 48))
+    outputs = []
+    for severity in (1, 5):
+        out = distort(pixels, Perturbation(name, severity, seen=False), np.random.default_rng(0))
+        assert out.shape == pixels.shape and out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
+        assert np.abs(out - pixels).mean() > 1 / 255
+        outputs.append(out)
+    assert not np.array_equal(*outputs)
 
 
 @pytest.mark.parametrize("kind", ["noise", "blur", "jpeg", "contrast", "resample"])
