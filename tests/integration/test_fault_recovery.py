@@ -33,6 +33,16 @@ def _grpc_port(text: str) -> int:
     return int(text.split("gRPC 127.0.0.1:", 1)[1].split(",", 1)[0])
 
 
+def _last_server_pid(text: str) -> int:
+    return int(text.rsplit("(pid ", 1)[1].split(")", 1)[0])
+
+
+def _photo_input(photo: np.ndarray) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[encode(photo, "JPEG")]], dtype=np.object_))
+    return tensor
+
+
 def test_deep_probe_answers_on_a_healthy_server(triton_server: TritonServer) -> None:
     assert tiny_png().startswith(b"\x89PNG")
     assert deep_ready(triton_server.http_url) is None
@@ -48,10 +58,9 @@ def test_killed_stub_is_detected_and_the_launcher_restores_service(
     log = tmp_path / "launcher.log"
     process, http_port = _launch(fixture_repository, log, "--health-interval", "1")
     text = _wait_for_line(log, "ready in", process)
-    server_pid = int(text.split("(pid ", 1)[1].split(")", 1)[0])
+    server_pid = _last_server_pid(text)
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{_grpc_port(text)}")
-    tensor = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[encode(photo, "JPEG")]], dtype=np.object_))
+    tensor = _photo_input(photo)
     client.infer(ENSEMBLE, [tensor])
     try:
         os.kill(_stub_pid(server_pid, "teacher_0"), signal.SIGKILL)
@@ -96,14 +105,13 @@ def test_a_crashed_server_is_restarted_within_the_restart_budget(
     process, _ = _launch(fixture_repository, log, "--max-restarts", "1")
     text = _wait_for_line(log, "ready in", process)
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{_grpc_port(text)}")
-    tensor = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[encode(photo, "JPEG")]], dtype=np.object_))
+    tensor = _photo_input(photo)
     try:
-        os.kill(int(text.split("(pid ", 1)[1].split(")", 1)[0]), signal.SIGSEGV)
+        os.kill(_last_server_pid(text), signal.SIGSEGV)
         print(f"SIGSEGV: service back after {_until_served(client, tensor, time.monotonic()):.1f} s")
         text = _wait_for_line(log, "serving again", process)
         assert "tritonserver crashed (SIGSEGV); restarting the server" in text
-        os.kill(int(text.rsplit("(pid ", 1)[1].split(")", 1)[0]), signal.SIGSEGV)
+        os.kill(_last_server_pid(text), signal.SIGSEGV)
         # A second crash inside the window is past a budget of one: the launcher hands over.
         assert process.wait(timeout=60) == 128 + signal.SIGSEGV
         assert "already restarted 1 times in 600 s, giving up" in log.read_text()
@@ -123,8 +131,7 @@ def test_clients_abandoning_requests_do_not_leave_the_service_down(
     process, _ = _launch(fixture_repository, log)
     text = _wait_for_line(log, "ready in", process)
     url = f"127.0.0.1:{_grpc_port(text)}"
-    tensor = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[encode(photo, "JPEG")]], dtype=np.object_))
+    tensor = _photo_input(photo)
     try:
         for _ in range(40):
             impatient = grpcclient.InferenceServerClient(url)
