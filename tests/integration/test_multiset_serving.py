@@ -8,6 +8,8 @@ gRPC and HTTP, and each answers with its own set's input size, labels and teache
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import signal
 import subprocess
@@ -63,6 +65,7 @@ SETS = {
 
 @dataclass(frozen=True)
 class Launched:
+    repository: Path
     grpc_url: str
     http_url: str
     log: Path
@@ -78,6 +81,7 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
     command = [
         sys.executable, "-m", "iqaguard.launcher.serve", "--model-repository", str(repository),
         "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(free_port()),
+        "--drain-timeout", "2",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
@@ -86,7 +90,7 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"iqaguard-serve did not become ready:\n{log.read_text(errors='replace')[-4000:]}")
             time.sleep(0.5)
-        yield Launched(f"127.0.0.1:{grpc_port}", f"127.0.0.1:{http_port}", log)
+        yield Launched(repository, f"127.0.0.1:{grpc_port}", f"127.0.0.1:{http_port}", log)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -162,3 +166,50 @@ def test_each_set_ensemble_calls_its_own_members(launched: Launched) -> None:
     assert steps["robust_classifier"] == steps["robust_classifier_fixture"]
     assert steps["robust_classifier"] == ["iqa_preprocess", "teacher", "student", "detector"]
     assert steps["robust_classifier_small"] == [f"{name}_small" for name in steps["robust_classifier"]]
+
+
+def _run(*arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", *arguments], capture_output=True, text=True, timeout=180, check=False,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_cli_takes_the_ensemble_name(launched: Launched, image: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "photo.png"
+    path.write_bytes(image)
+    by_option = _run("iqaguard_client.cli", "--ensemble", "robust_classifier_small", "--protocol", "http",
+                     "--url", launched.http_url, "--json", "--top-k", "4", str(path))  # fmt: skip
+    by_env = _run("iqaguard_client.cli", "--url", launched.grpc_url, "--json", "--top-k", "4", str(path),
+                  env={"IQAGUARD_ENSEMBLE": "robust_classifier_small"})  # fmt: skip
+    default = _run("iqaguard_client.cli", "--url", launched.grpc_url, "--json", "--top-k", "4", str(path))
+    for result, labels in ((by_option, SMALL_CLASSES), (by_env, SMALL_CLASSES), (default, FIXTURE_CLASSES)):
+        record = json.loads(result.stdout.splitlines()[-1])
+        assert {item["label"] for item in record["top_k"]} <= set(labels), record
+
+
+def test_benchmark_takes_the_ensemble_name(launched: Launched, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    _run("iqaguard.bench.benchmark", "--repository", str(launched.repository), "--ensemble", "robust_classifier_small",
+         "--url", launched.grpc_url, "--http-url", launched.http_url, "--concurrency", "1", "--requests", "2",
+         "--warmup", "1", "--json", str(out))  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["conditions"]["ensemble"] == "robust_classifier_small"
+    assert report["conditions"]["input_size"] == [48, 48]
+    assert set(report["conditions"]["members"]) == {"teacher_small", "student_small", "detector_small"}
+    assert [row["target"] for row in report["results"]] == ["ensemble", "teacher", "inprocess"]
+    assert all(row["requests"] == 2 and row["errors"] == 0 for row in report["results"])
+
+
+def test_locust_takes_the_ensemble_name(launched: Launched, tmp_path: Path) -> None:
+    from iqaguard.bench.loadtest import read_stats
+
+    _run("iqaguard.bench.loadtest", "--no-serve", "--users", "2", "--duration", "3s", "--grpc-url", launched.grpc_url,
+         "--http-url", launched.http_url, "--repository", str(launched.repository), "--ensemble",
+         "robust_classifier_small", "--out", str(tmp_path), "--", "--kind-weights", "1,0,0")  # fmt: skip
+    rows = {(row["Type"], row["Name"]): row for row in read_stats(tmp_path / "loadtest_stats.csv")}
+    for request_type in ("gRPC", "HTTP"):
+        row = rows[(request_type, "robust_classifier_small [clean]")]
+        assert int(row["Request Count"]) > 0 and int(row["Failure Count"]) == 0

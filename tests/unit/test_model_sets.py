@@ -176,3 +176,15 @@ def test_generated_model_directories_are_git_ignored() -> None:
              "model_repository/robust_classifier/config.pbtxt"]  # fmt: skip
     result = subprocess.run(["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.stdout.split() == paths[:3]
+
+
+def test_launcher_probes_each_set_and_builds_only_a_missing_default(repository: Path, tmp_path: Path) -> None:
+    from iqaguard.launcher.serve import default_set_unbuilt, ensembles
+
+    assert ensembles(repository) == ["robust_classifier", "robust_classifier_small"]
+    assert not default_set_unbuilt(repository)
+    only_other = copy_checked_in(CHECKED_IN_REPOSITORY, tmp_path / "only_other")
+    _write(only_other, target_set(only_other, "natural"), tmp_path)
+    assert default_set_unbuilt(only_other)  # `make serve` then builds fashion into the default slots
+    assert "teacher/<version>/model.pt" in missing_artifacts(only_other)
+    assert "teacher_natural/<version>/model.pt" not in missing_artifacts(only_other)
