@@ -139,7 +139,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--as-default", action=argparse.BooleanOptionalAction, default=None,
                         help="write the set into the checked-in models, served as robust_classifier too "
                              "(default: only when it is already the default set, or it is 'fashion' and "
-                             "no default set is built)")
+                             "the default set has no name yet)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--subset", type=int, help="cap the teacher/student training images (fast runs)")
     parser.add_argument("--epochs", type=int, help="teacher epochs (fashion)")

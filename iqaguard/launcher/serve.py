@@ -106,7 +106,8 @@ def ensure_model_set(repository: Path, build_if_missing: bool) -> None:
             f"iqaguard-serve: {repository} is not servable; missing:\n  "
             + "\n  ".join(missing)
             + "\nBuild the default model set with `make build` (or run `make serve`, which builds it); rebuild "
-            "another set S with `make build PROFILE=...` (its ensemble robust_classifier_S)."
+            "another set S with `python build/build_models.py --profile P --set-name S`, or remove it with "
+            "`python -m iqaguard.repository.sets remove S`."
         )
     from iqaguard.pipeline import build_model_set  # heavy: torch, training
 

@@ -112,7 +112,10 @@ class ModelSet:
     def describe(self) -> str:
         """E.g. "fashion (default: robust_classifier, robust_classifier_fashion)"."""
         kind = "default: " if self.default else ""
-        return f"{self.name or '(unnamed)'} ({kind}{', '.join(self.ensembles)})"
+        text = f"{self.name or '(unnamed)'} ({kind}{', '.join(self.ensembles)})"
+        if self.name is None:
+            text += " built before sets had names: `python -m iqaguard.repository.sets name <set>` names it"
+        return text
 
 
 def step_models(config_text: str) -> list[str]:
@@ -182,26 +185,33 @@ def target_set(repository: Path, name: str, as_default: bool | None = None) -> M
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m iqaguard.repository.sets [list | remove NAME] [--repository DIR]`."""
-    parser = argparse.ArgumentParser(prog="python -m iqaguard.repository.sets", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("list", "remove"), nargs="?", default="list")
-    parser.add_argument("name", nargs="?", help="the set to remove")
+    """`python -m iqaguard.repository.sets [list | remove NAME | name NAME] [--repository DIR]`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m iqaguard.repository.sets", description=__doc__.splitlines()[0],
+        epilog="list: the sets and their ensembles; remove NAME: take a set out (not the default set); "
+        "name NAME: give a default set built before sets had names its robust_classifier_NAME",
+    )  # fmt: skip
+    parser.add_argument("action", choices=("list", "remove", "name"), nargs="?", default="list")
+    parser.add_argument("name", nargs="?", help="the set to remove or name")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     args = parser.parse_args(argv)
     if args.action == "list":
         for model_set in model_sets(args.repository):
             print(model_set.describe())
         return 0
-    from iqaguard.repository.writer import remove_set  # writing needs more than naming
+    from iqaguard.repository.writer import name_default_set, remove_set  # writing needs more than naming
 
     if not args.name:
-        parser.error("remove needs the set's NAME")
+        parser.error(f"{args.action} needs the set's NAME")
     try:
-        removed = remove_set(args.repository, args.name)
-    except (KeyError, ValueError) as error:
+        if args.action == "name":
+            print(f"wrote {name_default_set(args.repository, args.name)}")
+        else:
+            removed = remove_set(args.repository, args.name)
+            print(f"removed {', '.join(path.name for path in removed)} from {args.repository}")
+    except (KeyError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"removed {', '.join(path.name for path in removed)} from {args.repository}")
     return 0
 
 

@@ -43,7 +43,8 @@ from iqaguard.repository.sets import (
 )
 
 __all__ = [
-    "is_built", "next_version", "prune", "remove_set", "set_file_texts", "sha256", "write_member", "write_set",
+    "is_built", "name_default_set", "next_version", "prune", "remove_set", "set_file_texts", "sha256",
+    "write_member", "write_set",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,17 @@ def write_set(
                 _remove_model(repository, set_ensemble(name))
     prune(repository, keep, model_set.members)
     return {"labels": ensembles[-1] / LABELS_FILE, "preprocess": preprocessor / PREPROCESS_FILE}
+
+
+def name_default_set(repository: Path, name: str) -> Path:
+    """Give an unnamed default set (built before sets had names) its robust_classifier_<name>; return it."""
+    current = set_ensembles(repository)
+    if any(current.values()):
+        raise SetConflictError(f"the default set is named already: {sorted(n for n, d in current.items() if d)}")
+    model_set = ModelSet(name, default=True)
+    _check_target(repository, model_set)
+    labels = (repository / ENSEMBLE / LABELS_FILE).read_bytes()  # FileNotFoundError: the default set is not built
+    return _place_model(repository, model_set, model_set.ensemble, {LABELS_FILE: labels})
 
 
 def remove_set(repository: Path, name: str) -> list[Path]:

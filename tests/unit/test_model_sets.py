@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from iqaguard.repository.sets import (
     set_for_ensemble,
     target_set,
 )
-from iqaguard.repository.writer import remove_set, write_set
+from iqaguard.repository.writer import name_default_set, remove_set, write_set
 
 MEMBERS = ("teacher", "student", "detector")
 
@@ -163,7 +164,6 @@ def test_check_catches_models_outside_any_set(repository: Path, tmp_path: Path) 
 
 
 def test_check_catches_a_missing_member_of_a_set(repository: Path) -> None:
-    import shutil
 
     shutil.rmtree(repository / "student_small")
     assert "student_small: missing: set 'small' needs it" in messages(repository)
@@ -188,3 +188,17 @@ def test_launcher_probes_each_set_and_builds_only_a_missing_default(repository: 
     assert default_set_unbuilt(only_other)  # `make serve` then builds fashion into the default slots
     assert "teacher/<version>/model.pt" in missing_artifacts(only_other)
     assert "teacher_natural/<version>/model.pt" not in missing_artifacts(only_other)
+
+
+def test_an_unnamed_default_set_can_be_named(tmp_path: Path) -> None:
+    legacy = copy_checked_in(CHECKED_IN_REPOSITORY, tmp_path / "legacy")
+    _write(legacy, ModelSet("fashion", default=True), tmp_path)
+    shutil.rmtree(legacy / "robust_classifier_fashion")  # as built before sets had names
+    assert model_sets(legacy) == [ModelSet(None, default=True)] and missing_artifacts(legacy) == []
+    assert "built before sets had names" in ModelSet(None, default=True).describe()
+    assert target_set(legacy, "fashion") == ModelSet("fashion", default=True)
+    name_default_set(legacy, "fashion")
+    assert model_sets(legacy) == [ModelSet("fashion", default=True)] and messages(legacy) == ""
+    assert (legacy / "robust_classifier_fashion" / "labels.txt").read_text() == "a\nb\n"
+    with pytest.raises(SetConflictError, match="named already"):
+        name_default_set(legacy, "other")
