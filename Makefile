@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 setup:  ## create/refresh .venv and system packages (idempotent)
 	@bash scripts/setup.sh
 
-serve: setup  ## build the default model set if none is built, then serve on 127.0.0.1:8000/8001/8002
+serve: setup  ## build the default model set if it is not built, then serve every built set on 127.0.0.1:8000/8001/8002
 	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m iqaguard.launcher.serve --build-if-missing
 
 build: setup  ## build the default (fashion) model set: a new version in model_repository/, report in reports/fashion/

@@ -4,10 +4,12 @@
     python -m iqaguard.pipeline --profile imagenet --images DIR [--weights auto|PATH|random]
     python -m iqaguard.pipeline --subset 2000 --epochs 1 ...            # a fast run
 
-Each build writes a new version of teacher/student/detector into the model repository (keeping the
-newest few), the set's labels.txt and preprocess.json, a manifest beside each version, and the
-report to reports/<profile>/, with a few evaluated images in reports/<profile>/samples/ (the
-load tests' pool; every manifest names it under "samples", relative to the repository root).
+Each build writes one model set (iqaguard.repository.sets; named after the profile unless --set-name
+says otherwise): a new version of its teacher/student/detector (keeping the newest few), its labels.txt
+and preprocess.json, a manifest beside each version, its ensemble robust_classifier_<set>, and the
+report to reports/<set>/, with a few evaluated images in reports/<set>/samples/ (the load tests'
+pool; every manifest names it under "samples", relative to the repository root). The default set
+(fashion, unless a build says --as-default) fills the checked-in models and robust_classifier.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from iqaguard.log import cli_logging
 from iqaguard.models.networks import MissingWeightsError
 from iqaguard.repository import writer as repository
 from iqaguard.repository.manifest import relative_to_repository
+from iqaguard.repository.sets import target_set
 from iqaguard.training.config import BuildConfig, prepare
 from iqaguard.training.detector_fit import fit_and_calibrate
 from iqaguard.training.distill import build_student
@@ -59,7 +62,8 @@ def build(config: BuildConfig) -> BuildResult:
     """Run the whole pipeline for `config` and write a new model-set version. See the module docstring."""
     profile = prepare(config)  # fails here, before any slow step, on a bad config or repository
     repo = Path(config.repository)
-    report_dir = Path(config.reports) if config.reports else repo.resolve().parent / "reports" / profile.name
+    model_set = target_set(repo, config.set_name or profile.name, config.as_default)
+    report_dir = Path(config.reports) if config.reports else repo.resolve().parent / "reports" / model_set.name
     created = datetime.now(UTC).isoformat()
     timer = Timer()
     settings = profile.perturbations()
@@ -86,10 +90,11 @@ def build(config: BuildConfig) -> BuildResult:
         samples = write_samples(report_dir / SAMPLES_DIR, data.eval.pixels, held_out.kept, settings,
                                 evaluation["summary"]["severe_distortion_settings"])
     samples["path"] = relative_to_repository(Path(str(samples["path"])), repo)  # artifacts hold no host paths
-    steps = BuildSteps(config, profile, repository.next_version(repo), created, data, settings, pgd_steps, teacher,
+    version = repository.next_version(repo, model_set.members)
+    steps = BuildSteps(config, profile, version, created, data, settings, pgd_steps, teacher,
                        student, fit, held_out, detectors, evaluation, samples)
     with timer.step("export"):
-        exported = export_set(steps)
+        exported = export_set(steps, model_set)
 
     targets = build_targets(steps, exported.compute)
     timer.timings["total"], timer.cpu["total"] = timer.total, timer.total_cpu
@@ -109,7 +114,7 @@ def build_model_set(
 
     `options` are BuildConfig fields: weights ('auto' | 'random' | PATH), images, seed, reports,
     subset, epochs, student_epochs, fit_pool, fit_images, calib_images, eval_images, eval_clean, test_images,
-    pgd_steps, keep, cache_dir, target_fpr, frr_confidence, precision, threads.
+    pgd_steps, keep, cache_dir, target_fpr, frr_confidence, precision, threads, set_name, as_default.
     """
     for key in ("images", "reports", "cache_dir"):
         if options.get(key) is not None:
@@ -128,7 +133,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "or a weights file")
     parser.add_argument("--images", type=Path, help="folder of natural images (imagenet profile)")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
-    parser.add_argument("--reports", type=Path, help="report folder (default: <repository>/../reports/<profile>)")
+    parser.add_argument("--reports", type=Path, help="report folder (default: <repository>/../reports/<set>)")
+    parser.add_argument("--set-name", help="the model set to write, served as robust_classifier_<set> "
+                                           "(default: the profile's name; lowercase letters and digits)")
+    parser.add_argument("--as-default", action=argparse.BooleanOptionalAction, default=None,
+                        help="write the set into the checked-in models, served as robust_classifier too "
+                             "(default: only when it is already the default set, or it is 'fashion' and "
+                             "the default set has no name yet)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--subset", type=int, help="cap the teacher/student training images (fast runs)")
     parser.add_argument("--epochs", type=int, help="teacher epochs (fashion)")
@@ -160,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         options["cache_dir"] = None
     try:
         build_model_set(args.profile, args.repository, **options)
-    except (MissingWeightsError, FileNotFoundError, ValueError) as error:
+    except (MissingWeightsError, FileNotFoundError, ValueError) as error:  # incl. set name/conflict errors
         print(f"build failed: {error}", file=sys.stderr)
         return 2
     return 0

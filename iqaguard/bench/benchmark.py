@@ -2,7 +2,8 @@
 
     python -m iqaguard.bench.benchmark             # `make bench`: imagenet profile, 224×224, random weights
 
-What is compared, at each concurrency level c (closed loop: c requests in flight, one image each):
+What is compared, at each concurrency level c (closed loop: c requests in flight, one image each),
+for the model set --ensemble serves (robust_classifier: the default set; robust_classifier_<set>):
 - ensemble   gRPC robust_classifier requests (encoded JPEG in; the four outputs back), served by the
              embedded Triton with the repository's configs (dynamic batching on every member).
 - teacher    gRPC requests to the served teacher alone: the same image already decoded and resized
@@ -48,13 +49,14 @@ from iqaguard.bench.loadgen import (
     teacher_call,
 )
 from iqaguard.bench.speed_repository import DEFAULT_BENCH_REPOSITORY, speed_repository
-from iqaguard.contract import BUILT_MEMBERS, PREPROCESSOR
+from iqaguard.contract import BUILT_MEMBERS, ENSEMBLE, PREPROCESSOR, TEACHER
 from iqaguard.imaging import bytes_to_pixels
 from iqaguard.launcher.embedded import Endpoints, embedded_server
 from iqaguard.launcher.process import server_ready
 from iqaguard.log import cli_logging
 from iqaguard.repository.layout import latest_version, model_file, read_input_size
 from iqaguard.repository.manifest import artifact_meta
+from iqaguard.repository.sets import ModelSet, set_for_ensemble
 
 TARGETS = ("ensemble", "teacher", "inprocess")
 RATIO_TARGETS = {"ensemble/inprocess": 0.9, "ensemble/teacher": 0.85}
@@ -71,10 +73,10 @@ def sample_jpeg() -> bytes:
     return buffer.getvalue()
 
 
-def conditions(repository: Path, image: bytes, size: tuple[int, int]) -> dict[str, object]:
+def conditions(repository: Path, image: bytes, size: tuple[int, int], model_set: ModelSet) -> dict[str, object]:
     """What the figures depend on: machine, load, libraries, threads, models, payload."""
     members = {}
-    for name in BUILT_MEMBERS:
+    for name in model_set.members:
         version = latest_version(repository / name)
         if version is not None:
             members[name] = {"version": version, **artifact_meta(model_file(repository, name, version))}
@@ -90,6 +92,7 @@ def conditions(repository: Path, image: bytes, size: tuple[int, int]) -> dict[st
         "torch_intra_op_threads_in_process": torch.get_num_threads(),
         "thread_environment": {key: os.environ.get(key) for key in THREAD_VARIABLES},
         "repository": str(repository),
+        "ensemble": model_set.ensembles[0],
         "members": members,
         "input_size": list(size),
         "payload": {"format": "JPEG q90", "bytes": len(image), "source": "skimage.data.chelsea 451x300"},
@@ -123,29 +126,31 @@ def print_ratios(table: dict[str, dict[str, float]]) -> None:
             print(f"{'':<19} at peak throughput: {peak:.3f} ({status} target >= {target})")
 
 
-async def served_instances(client: grpcaio.InferenceServerClient) -> dict[str, int]:
-    """How many instances the server runs of each pipeline stage (its resolved instance_group counts)."""
+async def served_instances(client: grpcaio.InferenceServerClient, model_set: ModelSet) -> dict[str, int]:
+    """How many instances the server runs of each pipeline stage of the set (its resolved instance_group
+    counts), keyed by stage (iqa_preprocess, teacher, student, detector)."""
     counts = {}
     for name in (PREPROCESSOR, *BUILT_MEMBERS):
-        config = (await client.get_model_config(name, as_json=True))["config"]
+        config = (await client.get_model_config(model_set.model(name), as_json=True))["config"]
         counts[name] = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
     return counts
 
 
 async def run(
-    args: argparse.Namespace, endpoints: Endpoints, repository: Path, image: bytes, facts: dict[str, object]
+    args: argparse.Namespace, endpoints: Endpoints, repository: Path, image: bytes, facts: dict[str, object],
+    model_set: ModelSet,
 ) -> list[LoadResult]:
     loop = asyncio.get_running_loop()
     results: list[LoadResult] = []
     with ThreadPoolExecutor(max_workers=max(args.concurrency), thread_name_prefix="inprocess") as threads:
         async with grpcaio.InferenceServerClient(endpoints.grpc_url) as client:
-            instances = await served_instances(client)
+            instances = await served_instances(client, model_set)
             facts["instances_served_and_in_process"] = instances
-            pipeline = InProcessPipeline(repository, instances)
+            pipeline = InProcessPipeline(repository, instances, model_set)
             pixels = bytes_to_pixels(image, pipeline.size)
             calls = {
-                "ensemble": ensemble_call(client, image),
-                "teacher": teacher_call(client, pixels),
+                "ensemble": ensemble_call(client, image, args.ensemble),
+                "teacher": teacher_call(client, pixels, model_set.model(TEACHER)),
                 "inprocess": lambda: loop.run_in_executor(threads, pipeline, image),
             }
             print(TABLE_HEADER, flush=True)
@@ -168,6 +173,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--repository", type=Path,
         help=f"a built model repository (default: the random-weight imagenet speed set, {DEFAULT_BENCH_REPOSITORY})",
     )  # fmt: skip
+    parser.add_argument(
+        "--ensemble", default=ENSEMBLE,
+        help=f"the ensemble benchmarked, {ENSEMBLE} or {ENSEMBLE}_<set>; its set's teacher and members are the "
+        "other targets (default: %(default)s)",
+    )  # fmt: skip
     parser.add_argument("--url", help="gRPC host:port of a running server serving --repository (default: start one)")
     parser.add_argument("--http-url", help="its HTTP host:port, to check readiness (default: none checked)")
     parser.add_argument("--image", type=Path, help="encoded image sent with every request (default: chelsea JPEG)")
@@ -188,8 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     cli_logging()
     repository = (args.repository or speed_repository()).resolve()
     image = args.image.read_bytes() if args.image else sample_jpeg()
-    size = read_input_size(repository / PREPROCESSOR)
-    facts = conditions(repository, image, size)
+    try:
+        model_set = set_for_ensemble(repository, args.ensemble)
+    except KeyError as error:
+        raise SystemExit(f"benchmark: {error.args[0]}") from None
+    size = read_input_size(repository / model_set.preprocessor)
+    facts = conditions(repository, image, size, model_set)
     print(json.dumps(facts, indent=1), flush=True)
     if not os.environ.get("OMP_WAIT_POLICY"):
         # The server is several processes with their own OpenMP pools; spinning ones compete for the cores.
@@ -201,10 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.url:
         if args.http_url and not server_ready(args.http_url):
             raise SystemExit(f"no Triton server ready at {args.http_url}")
-        results = asyncio.run(run(args, Endpoints(args.url, args.http_url or ""), repository, image, facts))
+        endpoints = Endpoints(args.url, args.http_url or "")
+        results = asyncio.run(run(args, endpoints, repository, image, facts, model_set))
     else:
         with embedded_server(repository, args.json.parent / "triton.log") as endpoints:
-            results = asyncio.run(run(args, endpoints, repository, image, facts))
+            results = asyncio.run(run(args, endpoints, repository, image, facts, model_set))
     facts["load_average_at_end"] = os.getloadavg()
     table = ratios(results)
     print()

@@ -3,8 +3,9 @@
 A pool folder holds one subfolder per kind: ``clean/``, ``distorted/``, ``adversarial/`` (e.g. the
 build's held-out samples, or ``python -m iqaguard.bench.image_pool DIR`` to write the synthetic pool there).
 Without one named, the pool is the newest build's held-out samples (real PGD images that fooled its
-teacher; the folder the served teacher's latest manifest names under "samples") when that folder
-holds every kind. Otherwise it is the synthetic pool, made in memory from scikit-image's photos:
+teacher; the folder the served teacher's latest manifest names under "samples", the teacher of the
+set the load test calls) when that folder holds every kind.
+Otherwise it is the synthetic pool, made in memory from scikit-image's photos:
 
 - clean: the photos, as JPEG;
 - distorted: Gaussian blur, heavy JPEG compression, Gaussian noise (as JPEG q=90), 8× down-and-up
@@ -26,9 +27,10 @@ import numpy as np
 from iqaguard_client.files import IMAGE_SUFFIXES
 from PIL import Image, ImageFilter
 
-from iqaguard.contract import TEACHER
+from iqaguard.contract import ENSEMBLE, TEACHER
 from iqaguard.repository.layout import MANIFEST_FILE, default_repository, latest_version, model_file
 from iqaguard.repository.manifest import read_manifest, resolve_from_repository
+from iqaguard.repository.sets import set_for_ensemble
 
 KINDS = ("clean", "distorted", "adversarial")
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "colorwheel")
@@ -145,13 +147,17 @@ def load_pool(folder: Path, origin: str = "") -> ImagePool:
     return ImagePool(images, origin or f"folder {folder}")
 
 
-def build_samples(repository: Path) -> tuple[Path | None, str]:
-    """The newest build's sample folder (named by the served teacher's latest manifest) and a description,
-    or (None, why not) when there is none or it lacks a kind."""
-    version = latest_version(repository / TEACHER)
+def build_samples(repository: Path, ensemble: str = ENSEMBLE) -> tuple[Path | None, str]:
+    """The sample folder of the newest build of the set `ensemble` serves (named by its teacher's latest
+    manifest) and a description, or (None, why not) when there is none or it lacks a kind."""
+    try:
+        teacher = set_for_ensemble(repository, ensemble).model(TEACHER)
+    except KeyError as error:
+        return None, str(error).strip("'\"")
+    version = latest_version(repository / teacher)
     if version is None:
-        return None, f"no built teacher in {repository}"
-    version_dir = model_file(repository, TEACHER, version).parent
+        return None, f"no built {teacher} in {repository}"
+    version_dir = model_file(repository, teacher, version).parent
     manifest_path = version_dir / MANIFEST_FILE
     if not manifest_path.is_file():
         return None, f"no {manifest_path} (a teacher not made by the build)"
@@ -165,16 +171,17 @@ def build_samples(repository: Path) -> tuple[Path | None, str]:
     missing = [kind for kind in KINDS if not (folder / kind).is_dir() or not _image_files(folder / kind)]
     if missing:
         return None, f"build samples {folder} lack {', '.join(missing)} images"
-    return folder, f"build held-out samples of teacher version {version}: {folder}"
+    return folder, f"build held-out samples of {teacher} version {version}: {folder}"
 
 
 def image_pool(
-    folder: str | Path | None = None, seed: int = 0, repository: str | Path | None = None
+    folder: str | Path | None = None, seed: int = 0, repository: str | Path | None = None, ensemble: str = ENSEMBLE
 ) -> ImagePool:
-    """The pool in `folder` when given; else the samples of the build in `repository`; else the synthetic pool."""
+    """The pool in `folder` when given; else the samples of the build in `repository` of the set `ensemble`
+    serves; else the synthetic pool."""
     if folder:
         return load_pool(Path(folder))
-    samples, description = build_samples(Path(repository or default_repository()))
+    samples, description = build_samples(Path(repository or default_repository()), ensemble)
     return load_pool(samples, description) if samples else synthetic_pool(seed, why=description)
 
 

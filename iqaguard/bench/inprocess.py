@@ -2,8 +2,9 @@
 
 It uses the very code and artifacts the server runs: the iqa_preprocess model's Preprocessor
 (decode, validate, resize, BRISQUE) and the repository's newest teacher/student/detector
-TorchScript files, under torch.inference_mode like the server's TorchScript runner. Each call
-handles one request (one image) unbatched; concurrency comes from calling it from several threads.
+TorchScript files of one model set (default: the default set), under torch.inference_mode like the
+server's TorchScript runner. Each call handles one request (one image) unbatched; concurrency comes
+from calling it from several threads.
 `instances` caps how many calls may run each stage at once, like Triton's instance counts (e.g.
 {"iqa_preprocess": 2, "teacher": 1, ...}); stages without a cap run as many as there are callers.
 """
@@ -24,6 +25,7 @@ from iqaguard.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from iqaguard.in_triton.preprocess import Preprocessor
 from iqaguard.repository.check import load_config
 from iqaguard.repository.layout import CONFIG_FILE, MODEL_FILE, latest_version, model_file, read_input_size
+from iqaguard.repository.sets import ModelSet
 
 
 @dataclass(frozen=True)
@@ -55,14 +57,18 @@ def load_member(repository: Path, name: str) -> torch.jit.ScriptModule:
 class InProcessPipeline:
     """preprocess + IQA + teacher + student + detector for one encoded image, in this process."""
 
-    def __init__(self, repository: Path, instances: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self, repository: Path, instances: Mapping[str, int] | None = None, model_set: ModelSet | None = None
+    ) -> None:
+        """`instances` is keyed by stage (iqa_preprocess, teacher, ...) whatever the set's model names."""
         self.instances = dict(instances or {})
         self._gates = {name: threading.BoundedSemaphore(count) for name, count in self.instances.items()}
-        self.size = read_input_size(repository / PREPROCESSOR)
-        self.preprocessor = Preprocessor(self.size, **_limits(repository / PREPROCESSOR / CONFIG_FILE))
-        self.teacher = load_member(repository, TEACHER)
-        self.student = load_member(repository, STUDENT)
-        self.detector = load_member(repository, DETECTOR)
+        names = model_set or ModelSet(None, default=True)
+        self.size = read_input_size(repository / names.preprocessor)
+        self.preprocessor = Preprocessor(self.size, **_limits(repository / names.preprocessor / CONFIG_FILE))
+        self.teacher = load_member(repository, names.model(TEACHER))
+        self.student = load_member(repository, names.model(STUDENT))
+        self.detector = load_member(repository, names.model(DETECTOR))
 
     def _gate(self, stage: str) -> contextlib.AbstractContextManager[object]:
         """Hold one of the stage's instance slots (a no-op for an uncapped stage)."""

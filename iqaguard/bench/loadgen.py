@@ -124,21 +124,22 @@ async def measure(
     )
 
 
-def ensemble_call(client: grpcaio.InferenceServerClient, image: bytes) -> Call:
-    """One robust_classifier request for an encoded image, asking for all four outputs."""
+def ensemble_call(client: grpcaio.InferenceServerClient, image: bytes, model: str = ENSEMBLE) -> Call:
+    """One request to ensemble `model` (robust_classifier[_<set>]) for an encoded image, all four outputs."""
     tensor = grpcaio.InferInput(INPUT_IMAGE, [1, 1], "BYTES")
     tensor.set_data_from_numpy(np.array([[image]], dtype=np.object_))
     outputs = [grpcaio.InferRequestedOutput(name) for name in ENSEMBLE_OUTPUTS]
-    return lambda: client.infer(ENSEMBLE, [tensor], outputs=outputs)
+    return lambda: client.infer(model, [tensor], outputs=outputs)
 
 
-def teacher_call(client: grpcaio.InferenceServerClient, pixels: np.ndarray) -> Call:
-    """One request to the teacher alone: PIXELS__0 [1,3,H,W] float32 in, logits and probabilities out."""
+def teacher_call(client: grpcaio.InferenceServerClient, pixels: np.ndarray, model: str = TEACHER) -> Call:
+    """One request to a teacher alone (`model`: teacher[_<set>]): PIXELS__0 [1,3,H,W] float32 in, logits and
+    probabilities out."""
     batch = np.ascontiguousarray(pixels[None] if pixels.ndim == 3 else pixels, dtype=np.float32)
     tensor = grpcaio.InferInput(PIXELS, list(batch.shape), "FP32")
     tensor.set_data_from_numpy(batch)
     outputs = [grpcaio.InferRequestedOutput(name) for name in (LOGITS, TEACHER_PROBS)]
-    return lambda: client.infer(TEACHER, [tensor], outputs=outputs)
+    return lambda: client.infer(model, [tensor], outputs=outputs)
 
 
 def parse_sweep(text: str) -> tuple[int, ...]:
@@ -172,10 +173,10 @@ async def run_cli(args: argparse.Namespace) -> list[LoadResult]:
     results = []
     async with grpcaio.InferenceServerClient(args.url) as client:
         if args.target == "ensemble":
-            call = ensemble_call(client, image)
+            call = ensemble_call(client, image, args.model or ENSEMBLE)
         else:
             height, width = args.size
-            call = teacher_call(client, bytes_to_pixels(image, (height, width)))
+            call = teacher_call(client, bytes_to_pixels(image, (height, width)), args.model or TEACHER)
         print(TABLE_HEADER)
         for level in args.concurrency:
             result = await measure(args.target, call, level, warmup=args.warmup, **amount(args))  # type: ignore[arg-type]
@@ -188,6 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m iqaguard.bench.loadgen", description=__doc__.split("\n")[0])
     parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC host:port (default: %(default)s)")
     parser.add_argument("--target", choices=("ensemble", "teacher"), default="ensemble")
+    parser.add_argument(
+        "--model", help=f"the model called (default: {ENSEMBLE} or {TEACHER}; another set's: {ENSEMBLE}_<set>, "
+        f"{TEACHER}_<set>)",
+    )  # fmt: skip
     parser.add_argument("--image", type=Path, required=True, help="encoded image sent with every request")
     parser.add_argument(
         "--size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"), help="teacher input size (teacher target)"

@@ -7,7 +7,8 @@ the embedded server on --repository (free ports) for the run and stops it afterw
 `locust -f iqaguard/bench/locustfile.py --headless ...` as a subprocess, writes <out>/<name>_stats.csv,
 _failures.csv, _exceptions.csv, _stats_history.csv and <out>/<name>.html, and
 exits with Locust's status (non-zero when any request failed). Arguments after `--` go to Locust.
-The image pool is the held-out samples of --repository's newest build when it has them (else a
+--ensemble picks the model set called (robust_classifier_<set>; default robust_classifier). The image
+pool is the held-out samples of that set's newest build in --repository when it has them (else a
 synthetic pool; `-- --pool-dir DIR` picks a folder); the run prints which.
 """
 
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+from iqaguard.contract import ENSEMBLE
 from iqaguard.launcher.embedded import server_for
 from iqaguard.log import cli_logging
 from iqaguard.repository.layout import default_repository
@@ -41,7 +44,7 @@ def locust_command(args: argparse.Namespace, grpc_url: str, http_url: str) -> li
         "--users", str(args.users), "--spawn-rate", str(args.spawn_rate or args.users), "--run-time", args.duration,
         "--stop-timeout", "10", "--csv", str(prefix), "--csv-full-history", "--html", f"{prefix}.html",
         "--only-summary", "--grpc-url", grpc_url, "--http-url", http_url,
-        "--model-repository", str(args.repository), *args.locust_args,
+        "--model-repository", str(args.repository), "--ensemble", args.ensemble, *args.locust_args,
     ]  # fmt: skip
 
 
@@ -61,6 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=default_repository(),
         help="served when no server runs; its build's held-out samples are the image pool",
+    )
+    parser.add_argument(
+        "--ensemble", default=os.environ.get("IQAGUARD_ENSEMBLE") or ENSEMBLE,
+        help=f"the ensemble to load: {ENSEMBLE} or {ENSEMBLE}_<set> (default: $IQAGUARD_ENSEMBLE, else {ENSEMBLE})",
     )
     parser.add_argument("--no-serve", action="store_true", help="fail instead of starting the embedded server")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder (default: reports/locust)")

@@ -1,16 +1,19 @@
-"""Locust load test of the robust_classifier ensemble over gRPC and HTTP (tritonclient under gevent).
+"""Locust load test of a robust_classifier ensemble over gRPC and HTTP (tritonclient under gevent).
 
     locust -f iqaguard/bench/locustfile.py --headless -u 8 -r 8 -t 30s \\
         --grpc-url 127.0.0.1:8001 --http-url 127.0.0.1:8000 --csv reports/locust/run --html reports/locust/run.html
 
 `python -m iqaguard.bench.loadtest` (`make loadtest`) wraps this and starts an embedded server if none runs.
 Each request is one image from the pool (see iqaguard.bench.image_pool), reported to Locust as
-request_type "gRPC" or "HTTP" and name "robust_classifier [<kind>]"; a verdict of low_quality or
+request_type "gRPC" or "HTTP" and name "<ensemble> [<kind>]"; a verdict of low_quality or
 adversarial is a successful answer, an error (or an unexpected response) a failure.
 
 Knobs (Locust options, or the environment variables in brackets):
+  --ensemble NAME [IQAGUARD_ENSEMBLE]           the ensemble called: robust_classifier (default) or
+                                                robust_classifier_<set> for another model set
   --pool-dir DIR [IQAGUARD_POOL_DIR]            clean/ distorted/ adversarial/ images (default: the samples of
-                                                the build in --model-repository, else a synthetic pool)
+                                                the ensemble's set's build in --model-repository, else a
+                                                synthetic pool)
   --model-repository DIR [IQAGUARD_REPOSITORY]  the served repository, whose build's samples are the default pool
   --kind-weights C,D,A [IQAGUARD_KIND_WEIGHTS]  how often each kind is sent (default 6,3,1)
   --grpc-weight N, --http-weight N              share of users per protocol (default 1 each); run only one
@@ -53,6 +56,10 @@ def _add_options(parser: Any) -> None:
     group.add_argument("--grpc-url", default="127.0.0.1:8001", env_var="IQAGUARD_GRPC_URL", help="gRPC host:port")
     group.add_argument("--http-url", default="127.0.0.1:8000", env_var="IQAGUARD_HTTP_URL", help="HTTP host:port")
     group.add_argument(
+        "--ensemble", default=ENSEMBLE, env_var="IQAGUARD_ENSEMBLE",
+        help=f"the ensemble to call: {ENSEMBLE} or {ENSEMBLE}_<set> (default: %(default)s)",
+    )  # fmt: skip
+    group.add_argument(
         "--pool-dir", default="", env_var="IQAGUARD_POOL_DIR",
         help="folder with clean/, distorted/, adversarial/ images (default: the held-out samples of the build in "
              "--model-repository, else a synthetic pool)",
@@ -86,7 +93,7 @@ def _configure(environment: Environment, **_kwargs: object) -> None:
     if options.grpc_weight < 1 or options.http_weight < 1:
         raise ValueError("user weights must be >= 1; to run one protocol only, name its user class")
     TritonGrpcUser.weight, TritonHttpUser.weight = options.grpc_weight, options.http_weight
-    _pool = image_pool(options.pool_dir or None, repository=options.model_repository)
+    _pool = image_pool(options.pool_dir or None, repository=options.model_repository, ensemble=options.ensemble)
     log.info("iqaguard locust: image pool: %s", _pool.describe())
 
 
@@ -111,7 +118,7 @@ class TritonUser(User):
             timeout_s=options.request_timeout,
             retry=RetryPolicy(retries=options.retries),
         )
-        self.classifier = Classifier(settings, top_k=options.top_k)
+        self.classifier = Classifier(settings, top_k=options.top_k, model=options.ensemble)
 
     def on_stop(self) -> None:
         self.classifier.close()
@@ -132,7 +139,7 @@ class TritonUser(User):
             exception = error
         events.request.fire(
             request_type=self.request_type,
-            name=f"{ENSEMBLE} [{image.kind}]",
+            name=f"{self.environment.parsed_options.ensemble} [{image.kind}]",
             response_time=(time.perf_counter() - started) * 1000.0,
             response_length=response_length,
             exception=exception,

@@ -24,6 +24,7 @@ from iqaguard.repository.layout import (
     model_file,
 )
 from iqaguard.repository.manifest import artifact_meta
+from iqaguard.repository.sets import ModelSet
 
 log = logging.getLogger(__name__)
 PROFILE = "imagenet"
@@ -50,7 +51,7 @@ def write_speed_repository(
         export_torchscript,
         make_meta,
     )
-    from iqaguard.repository.writer import write_member, write_set_files
+    from iqaguard.repository.writer import write_set
 
     torch.manual_seed(seed)
     teacher_network, weights, _ = imagenet_teacher("random")
@@ -70,13 +71,13 @@ def write_speed_repository(
     if target.exists():
         shutil.rmtree(target)
     copy_checked_in(source, target)
+    meta = make_meta(PROFILE, "random", purpose=PURPOSE, input_size=list(size))
     with tempfile.TemporaryDirectory() as scratch:
+        files = {name: Path(scratch) / name / MODEL_FILE for name in modules}
         for name, module in modules.items():
-            meta = make_meta(PROFILE, "random", purpose=PURPOSE, input_size=list(size))
-            exported = Path(scratch) / name / MODEL_FILE
-            export_torchscript(module, exported, meta)
-            write_member(target, name, 1, exported, meta)
-    write_set_files(target, imagenet_labels(), size)
+            export_torchscript(module, files[name], meta)
+        manifests = dict.fromkeys(files, meta)
+        write_set(target, ModelSet(PROFILE, default=True), 1, files, manifests, imagenet_labels(), size)
     missing = missing_artifacts(target)
     if missing:
         raise RuntimeError(f"speed repository incomplete: {missing}")

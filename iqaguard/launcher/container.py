@@ -101,7 +101,7 @@ class Supervisor:
             return None
         if not self.served:  # a stub may die before the first answer; probe failures count only after it
             self.served = deep_ready(self.http_url) is None
-            return self.watchdog.dead()
+            return self.watchdog.lasting_dead()  # loading leaves short-lived zombies: only lasting ones count
         return self.watchdog.fault()
 
     def run(self) -> int:

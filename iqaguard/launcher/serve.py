@@ -1,9 +1,11 @@
 """`iqaguard-serve`: run the embedded Triton server on 127.0.0.1 in the foreground.
 
-Checks the model repository first (and, with --build-if-missing, builds the default model set),
-waits until the server is ready, prints where it listens, and forwards SIGINT/SIGTERM to it. A
-watchdog restarts the server when a backend stub dies, the ensembles stop answering or tritonserver
-crashes (within a restart budget; past it the launcher exits so an orchestrator takes over).
+Serves every model set built in the repository on one server: `robust_classifier` (the default
+set) and `robust_classifier_<set>` for each set (iqaguard.repository.sets). Checks the repository first
+(and, with --build-if-missing, builds the default model set when it is not built), waits until the
+server is ready, prints where it listens, and forwards SIGINT/SIGTERM to it. A watchdog restarts the
+server when a backend stub dies, a set's ensemble stops answering or tritonserver crashes (within a
+restart budget; past it the launcher exits so an orchestrator takes over).
 """
 
 from __future__ import annotations
@@ -31,17 +33,19 @@ from iqaguard.launcher.security import (
 from iqaguard.launcher.watchdog import RestartBudget, Watchdog, crash_reason, supervise
 from iqaguard.log import cli_logging
 from iqaguard.repository.check import check_repository, format_problems
-from iqaguard.repository.layout import REPOSITORY_ENV, default_repository, missing_artifacts
-from iqaguard.repository.manifest import describe_members
+from iqaguard.repository.layout import REPOSITORY_ENV, default_repository, latest_version, missing_artifacts
+from iqaguard.repository.manifest import describe_sets
+from iqaguard.repository.sets import DEFAULT_SET, model_sets
 
-DEFAULT_PROFILE = "fashion"
+DEFAULT_PROFILE = DEFAULT_SET  # the profile built when the default set is missing (its set name is the profile's)
 RESTART_WINDOW_S = 600.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="iqaguard-serve",
-        description="Serve the robust_classifier ensemble with the real Triton server, on 127.0.0.1.",
+        description="Serve every built model set (robust_classifier, robust_classifier_<set>) with the real "
+        "Triton server, on 127.0.0.1.",
     )
     parser.add_argument(
         "--model-repository", type=Path, default=default_repository(),
@@ -83,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for readiness")
     parser.add_argument(
         "--build-if-missing", action="store_true",
-        help=f"build the default model set ({DEFAULT_PROFILE}) first when the repository has none",
+        help=f"build the default model set ({DEFAULT_PROFILE}) first when it is not built",
     )
     parser.add_argument("extra", nargs="*", help="further tritonserver flags, after `--`")
     return parser.parse_args(argv)
@@ -97,19 +101,29 @@ def ensure_model_set(repository: Path, build_if_missing: bool) -> None:
     missing = missing_artifacts(repository)
     if not missing:
         return
-    if not build_if_missing:
+    if not build_if_missing or not default_set_unbuilt(repository):
         sys.exit(
             f"iqaguard-serve: {repository} is not servable; missing:\n  "
             + "\n  ".join(missing)
-            + "\nBuild the default model set with `make build` (or run `make serve`, which builds it)."
+            + "\nBuild the default model set with `make build` (or run `make serve`, which builds it); rebuild "
+            "another set S with `python build/build_models.py --profile P --set-name S`, or remove it with "
+            "`python -m iqaguard.repository.sets remove S`."
         )
     from iqaguard.pipeline import build_model_set  # heavy: torch, training
 
-    print(f"iqaguard-serve: no model set built in {repository}; building the '{DEFAULT_PROFILE}' profile")
-    build_model_set(profile=DEFAULT_PROFILE, repository=repository)
+    print(f"iqaguard-serve: the default model set is not built in {repository}; building the "
+          f"'{DEFAULT_PROFILE}' profile")  # fmt: skip
+    build_model_set(profile=DEFAULT_PROFILE, repository=repository, as_default=True)
     still_missing = missing_artifacts(repository)
     if still_missing:
         sys.exit("iqaguard-serve: the build finished but left out:\n  " + "\n  ".join(still_missing))
+
+
+def default_set_unbuilt(repository: Path) -> bool:
+    """Whether the default set (the checked-in slots, what robust_classifier serves) lacks a built member."""
+    default = model_sets(repository)[0]
+    return any(not (repository / name).is_dir() or latest_version(repository / name) is None
+               for name in default.members)  # fmt: skip
 
 
 def admin_key(args: argparse.Namespace) -> str:
@@ -153,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    for line in describe_members(repository):
+    for line in describe_sets(repository):
         print(f"iqaguard-serve: {line}")
     failed = start_and_wait(server, args.ready_timeout, stop_requests)
     if failed is not None:
@@ -245,12 +259,9 @@ def health_check(server: TritonServer, args: argparse.Namespace) -> Callable[[],
 
 
 def ensembles(repository: Path) -> list[str]:
-    """The ensembles the repository declares (what clients call, so what the deep probe sends)."""
-    return sorted(
-        config.parent.name
-        for config in repository.glob("*/config.pbtxt")
-        if 'platform: "ensemble"' in config.read_text()
-    )
+    """One ensemble per model set (what clients call, so what the deep probe sends): a probe through
+    robust_classifier_<default> would only repeat the one through robust_classifier."""
+    return [model_set.ensembles[0] for model_set in model_sets(repository)]
 
 
 if __name__ == "__main__":

@@ -45,11 +45,20 @@ class Watchdog:
         self.models = list(models)
         self.failures = failures
         self._failed_in_a_row = 0
+        self._dead_before: set[int] = set()
 
     def dead(self) -> str | None:
         """Why the server is broken when one of its stubs died, else None."""
         dead = dead_stubs(self.group)
         return f"backend stub process(es) {dead} died" if dead else None
+
+    def lasting_dead(self) -> str | None:
+        """Like dead(), counting only stubs the previous call found dead too. While models load, Triton's
+        Python backend runs short-lived helper processes that stay zombies until it reaps them (measured:
+        5 while the fixture repository loaded), so one sighting then is no fault."""
+        dead = set(dead_stubs(self.group))
+        lasting, self._dead_before = sorted(dead & self._dead_before), dead
+        return f"backend stub process(es) {lasting} died" if lasting else None
 
     def fault(self) -> str | None:
         """One check: a dead stub at once, a failing deep probe after `failures` checks in a row."""

@@ -5,7 +5,9 @@ tritonclient) and checked the way Triton checks it at load time: tensor declarat
 and, for ensembles, the tensor wiring between steps (every step input is an ensemble input or another
 step's output, every ensemble output is written, no tensor is produced twice or left unused, and data
 types and shapes agree between producer and consumer, with -1 as a wildcard and the batch dimension
-taken into account). A broken config then fails in CI or in the launcher, not in production.
+taken into account). A broken config then fails in CI or in the launcher, not in production. It also
+checks the model-set naming rule (iqaguard.repository.set_check): every directory belongs to a set,
+and each set's generated models are the checked-in ones renamed for it.
 
 Usage: ``python -m iqaguard.repository.check [MODEL_REPOSITORY]`` (exit status 1 on any problem).
 """
@@ -20,6 +22,8 @@ from pathlib import Path
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
+
+from iqaguard.repository.set_check import check_sets
 
 CONFIG_FILE = "config.pbtxt"
 ENSEMBLE_PLATFORM = "ensemble"
@@ -70,8 +74,12 @@ def load_repository(root: Path) -> tuple[dict[str, mc.ModelConfig], list[Problem
     problems: list[Problem] = []
     if not root.is_dir():
         return configs, [Problem(str(root), "model repository directory does not exist")]
-    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         name = model_dir.name
+        if name.startswith("."):
+            problems.append(Problem(name, "hidden directory: Triton loads every directory as a model, hidden "
+                                          "ones too (a leftover of an interrupted copy?); remove it"))  # fmt: skip
+            continue
         path = model_dir / CONFIG_FILE
         if not path.is_file():
             problems.append(Problem(name, f"no {CONFIG_FILE} (Triton treats every directory as a model)"))
@@ -314,7 +322,8 @@ def _with_name(config: mc.ModelConfig, name: str) -> mc.ModelConfig:
 def check_repository(root: Path) -> list[Problem]:
     """Parse and check every model under ``root``; an empty list means Triton should accept the configs."""
     configs, problems = load_repository(root)
-    return problems + check_configs(configs)
+    sets = [Problem(model, message) for model, message in check_sets(Path(root), configs)]
+    return problems + check_configs(configs) + sets
 
 
 def format_problems(problems: Iterable[Problem]) -> str:

@@ -5,6 +5,10 @@
     <repository>/<member>/<version>/manifest.json  how that version was built (see repository.manifest)
     <repository>/robust_classifier/labels.txt      built: class names, one per line
     <repository>/iqa_preprocess/preprocess.json    built: {"height": H, "width": W}
+
+That is the default model set. Every other set S has the same files under models suffixed _S
+(teacher_S/..., robust_classifier_S/labels.txt, iqa_preprocess_S/preprocess.json), generated from the
+checked-in ones; see iqaguard.repository.sets.
 """
 
 from __future__ import annotations
@@ -14,9 +18,8 @@ import os
 import shutil
 from pathlib import Path
 
-from iqaguard.contract import BUILT_MEMBERS, ENSEMBLE, PREPROCESSOR
+from iqaguard.repository.sets import CHECKED_IN_MODELS, CONFIG_FILE, model_sets
 
-CONFIG_FILE = "config.pbtxt"
 MODEL_FILE = "model.pt"
 LABELS_FILE = "labels.txt"  # beside the ensemble's config.pbtxt
 PREPROCESS_FILE = "preprocess.json"  # beside iqa_preprocess's config.pbtxt
@@ -43,8 +46,11 @@ def default_repository() -> Path:
 
 
 def copy_checked_in(source: Path, target: Path) -> Path:
-    """Copy a repository's checked-in part (configs, Python-backend model.py files, ensemble version dirs)."""
-    for config in source.glob(f"*/{CONFIG_FILE}"):
+    """Copy a repository's checked-in part (configs, Python-backend model.py files, ensemble version dirs);
+    the default set's models only, never a generated set's."""
+    for config in (source / name / CONFIG_FILE for name in CHECKED_IN_MODELS):
+        if not config.is_file():
+            continue
         (target / config.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy2(config, target / config.parent.name / CONFIG_FILE)
         for code in config.parent.glob("[0-9]*/model.py"):
@@ -74,19 +80,24 @@ def model_file(repository: Path, member: str, version: int) -> Path:
 
 
 def missing_artifacts(repository: Path) -> list[str]:
-    """Human-readable list of built artifacts the repository lacks (empty when servable)."""
+    """Human-readable list of what the repository lacks to serve every set in it (empty when servable)."""
     missing = []
-    for name in (*BUILT_MEMBERS, ENSEMBLE, PREPROCESSOR):
+    for name in CHECKED_IN_MODELS:
         if not (repository / name / CONFIG_FILE).is_file():
             missing.append(f"{name}/{CONFIG_FILE} (checked into git; is this a model repository?)")
-    for name in BUILT_MEMBERS:
-        if latest_version(repository / name) is None:
-            missing.append(f"{name}/<version>/{MODEL_FILE}")
-    if not (repository / ENSEMBLE / LABELS_FILE).is_file():
-        missing.append(f"{ENSEMBLE}/{LABELS_FILE}")
-    if not (repository / PREPROCESSOR / PREPROCESS_FILE).is_file():
-        missing.append(f"{PREPROCESSOR}/{PREPROCESS_FILE}")
-    return missing
+    for model_set in model_sets(repository):
+        for name in model_set.generated:
+            if not (repository / name / CONFIG_FILE).is_file():
+                missing.append(f"{name}/{CONFIG_FILE} (generated for set {model_set.name}; rebuild the set)")
+        for name in model_set.members:
+            if latest_version(repository / name) is None:
+                missing.append(f"{name}/<version>/{MODEL_FILE}")
+        for name in model_set.ensembles:
+            if not (repository / name / LABELS_FILE).is_file():
+                missing.append(f"{name}/{LABELS_FILE}")
+        if not (repository / model_set.preprocessor / PREPROCESS_FILE).is_file():
+            missing.append(f"{model_set.preprocessor}/{PREPROCESS_FILE}")
+    return list(dict.fromkeys(missing))
 
 
 def read_input_size(model_dir: str | Path) -> tuple[int, int]:

@@ -13,8 +13,8 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from iqaguard.contract import BUILT_MEMBERS
 from iqaguard.repository.layout import MANIFEST_FILE, latest_version, model_file
+from iqaguard.repository.sets import model_sets
 
 
 def sha256(path: str | Path) -> str:
@@ -67,19 +67,22 @@ def artifact_meta(path: Path) -> dict[str, object]:
         return json.loads(archive.read(names[0])) if names else {}
 
 
-def describe_members(repository: Path) -> list[str]:
-    """One line per built member: its served version and, where a manifest says so, how it was made."""
+def describe_sets(repository: Path) -> list[str]:
+    """Per set, a line with its ensembles, then one per built member: its served version and, where a
+    manifest says so, how it was made."""
     lines = []
-    for name in BUILT_MEMBERS:
-        version = latest_version(repository / name)
-        if version is None:
-            continue
-        version_dir = model_file(repository, name, version).parent
-        detail = ""
-        if (version_dir / MANIFEST_FILE).is_file():
-            meta = read_manifest(version_dir)
-            detail = f" profile={meta.get('profile', '?')} weights={meta.get('weights', '?')}"
-            if meta.get("weights") == "random":
-                detail += "  << RANDOM WEIGHTS (requested by name; for speed/plumbing only)"
-        lines.append(f"{name} v{version}{detail}")
+    for model_set in model_sets(repository):
+        lines.append(f"set {model_set.describe()}")
+        for name in model_set.members:
+            version = latest_version(repository / name)
+            if version is None:
+                continue
+            version_dir = model_file(repository, name, version).parent
+            detail = ""
+            if (version_dir / MANIFEST_FILE).is_file():
+                meta = read_manifest(version_dir)
+                detail = f" profile={meta.get('profile', '?')} weights={meta.get('weights', '?')}"
+                if meta.get("weights") == "random":
+                    detail += "  << RANDOM WEIGHTS (requested by name; for speed/plumbing only)"
+            lines.append(f"  {name} v{version}{detail}")
     return lines

@@ -1,20 +1,28 @@
-"""Write a built model set into the Triton model repository as a new version of each member.
+"""Write a built model set into the Triton model repository: a new version of each member, and the set's files.
 
-Each member version directory is assembled under a temporary name and renamed into place, so a
-server never sees half a version. Only the member directories' numbered versions and the two
-build files (labels.txt, preprocess.json) are written; nothing new appears at the repository root.
+`write_set` is the one way a set gets into a repository (the build, the speed-benchmark repository and
+the test fixtures all use it). Nothing a running server reads is ever half written:
+- each member version directory is assembled under a temporary name inside the member and renamed
+  into place (Triton ignores non-numeric version directories);
+- a model directory a set adds (a suffixed set's first build) is assembled whole under a hidden
+  staging directory inside the checked-in ensemble's directory and renamed into the repository
+  (Triton loads *every* top-level directory as a model, hidden ones too, so nothing is staged there);
+- single files (labels.txt, preprocess.json, generated configs) are replaced atomically;
+- the set's members are written before its ensembles, so an ensemble never names a missing model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from iqaguard.contract import BUILT_MEMBERS, ENSEMBLE, PREPROCESSOR
+from iqaguard.contract import BUILT_MEMBERS, ENSEMBLE
 from iqaguard.repository.layout import (
     CONFIG_FILE,
     LABELS_FILE,
@@ -25,20 +33,34 @@ from iqaguard.repository.layout import (
     versions,
 )
 from iqaguard.repository.manifest import manifest_text, sha256
+from iqaguard.repository.render import ENSEMBLE_VERSION, generated_files
+from iqaguard.repository.sets import (
+    ModelSet,
+    SetConflictError,
+    check_set_name,
+    set_ensemble,
+    set_ensembles,
+)
 
-__all__ = ["is_built", "next_version", "prune", "set_file_texts", "sha256", "write_member", "write_set_files"]
+__all__ = [
+    "is_built", "name_default_set", "next_version", "prune", "remove_set", "set_file_texts", "sha256",
+    "write_member", "write_set",
+]  # fmt: skip
+
+log = logging.getLogger(__name__)
+STAGING_PREFIX = ".staging-"
 
 
 def next_version(repository: Path, members: Sequence[str] = BUILT_MEMBERS) -> int:
-    """One above the highest version of any built member, so a model set shares one version number."""
+    """One above the highest version of any of `members`, so a model set shares one version number."""
     return max((max(versions(repository / m), default=0) for m in members), default=0) + 1
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def _atomic_write(path: Path, content: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
+    with os.fdopen(handle, "wb") as stream:
+        stream.write(content)
     os.replace(temporary, path)
 
 
@@ -69,14 +91,132 @@ def set_file_texts(labels: Sequence[str], size: tuple[int, int]) -> dict[str, st
     }
 
 
-def write_set_files(repository: Path, labels: Sequence[str], size: tuple[int, int]) -> dict[str, Path]:
-    """labels.txt beside the ensemble's config and preprocess.json beside the preprocessor's."""
-    texts = set_file_texts(labels, size)
-    labels_path = repository / ENSEMBLE / LABELS_FILE
-    preprocess_path = repository / PREPROCESSOR / PREPROCESS_FILE
-    _atomic_write_text(labels_path, texts[LABELS_FILE])
-    _atomic_write_text(preprocess_path, texts[PREPROCESS_FILE])
-    return {"labels": labels_path, "preprocess": preprocess_path}
+@contextlib.contextmanager
+def _staging(repository: Path) -> Iterator[Path]:
+    """A hidden scratch directory on the repository's file system where Triton never looks for models."""
+    parent = repository / ENSEMBLE
+    if not (parent / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{parent}/{CONFIG_FILE} is missing: {repository} is not a model repository")
+    staging = Path(tempfile.mkdtemp(dir=parent, prefix=STAGING_PREFIX))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _place_model(
+    repository: Path,
+    model_set: ModelSet,
+    model: str,
+    files: Mapping[str, bytes],
+    version: tuple[int, Path, Mapping[str, object]] | None = None,
+) -> Path:
+    """Give model directory `model` of `model_set` the set's `files` (and a new member `version`).
+
+    A generated model also gets its rendered config (written last); a directory that does not exist
+    yet appears whole, with its first version. Returns the model directory.
+    """
+    target = repository / model
+    generated = generated_files(repository, model, model_set) if model in model_set.generated else {}
+    contents = {**files, **{k: v for k, v in generated.items() if k != CONFIG_FILE}}
+    if CONFIG_FILE in generated:
+        contents[CONFIG_FILE] = generated[CONFIG_FILE]  # the config last
+    if target.is_dir():
+        for relative, content in contents.items():
+            path = target / relative
+            if not path.is_file() or path.read_bytes() != content:
+                _atomic_write(path, content)
+        if version is not None:
+            write_member(repository, model, *version)
+        return target
+    if not generated:
+        raise FileNotFoundError(f"{target}/{CONFIG_FILE} is missing: {repository} is not a model repository")
+    with _staging(repository) as staging:
+        for relative, content in contents.items():
+            (staging / model / relative).parent.mkdir(parents=True, exist_ok=True)
+            (staging / model / relative).write_bytes(content)
+        if model_set.generated[model] == ENSEMBLE:
+            (staging / model / ENSEMBLE_VERSION).mkdir(exist_ok=True)
+        if version is not None:
+            write_member(staging, model, *version)
+        os.rename(staging / model, target)
+    return target
+
+
+def _remove_model(repository: Path, model: str) -> Path:
+    """Take a model directory out of the repository at once (renamed away, then deleted)."""
+    with _staging(repository) as staging:
+        os.rename(repository / model, staging / model)
+    return repository / model
+
+
+def _check_target(repository: Path, model_set: ModelSet) -> None:
+    """Refuse to write a set over a different set of the same name (see sets.target_set)."""
+    if model_set.name is None:
+        raise SetConflictError("a set is written under a name (each built set S gets robust_classifier_S)")
+    known = set_ensembles(repository)
+    if model_set.name in known and known[model_set.name] != model_set.default:
+        where = "the default set" if known[model_set.name] else f"a separate set ({set_ensemble(model_set.name)})"
+        raise SetConflictError(f"set {model_set.name!r} is already built as {where} in {repository}")
+
+
+def write_set(
+    repository: Path,
+    model_set: ModelSet,
+    version: int,
+    members: Mapping[str, Path],
+    manifests: Mapping[str, Mapping[str, object]],
+    labels: Sequence[str],
+    size: tuple[int, int],
+    keep: int = 3,
+) -> dict[str, Path]:
+    """Write a built set: `members` ({teacher|student|detector: model.pt file}) as `version`, each beside its
+    manifest, the set's labels.txt and preprocess.json, its generated models, its ensembles (last); then
+    drop the previous default set's named ensemble when this set takes the default slots, and prune the
+    set's members to the newest `keep` versions. Returns where labels.txt and preprocess.json went."""
+    repository = Path(repository)
+    if set(members) != set(BUILT_MEMBERS) or set(manifests) != set(BUILT_MEMBERS):
+        raise ValueError(f"a set needs exactly the members {BUILT_MEMBERS}, got {sorted(members)}")
+    _check_target(repository, model_set)
+    texts = {name: text.encode() for name, text in set_file_texts(labels, size).items()}
+    for base in BUILT_MEMBERS:
+        _place_model(repository, model_set, model_set.model(base), {},
+                     (version, members[base], manifests[base]))  # fmt: skip
+    preprocess = {PREPROCESS_FILE: texts[PREPROCESS_FILE]}
+    preprocessor = _place_model(repository, model_set, model_set.preprocessor, preprocess)
+    ensembles = [_place_model(repository, model_set, name, {LABELS_FILE: texts[LABELS_FILE]})
+                 for name in model_set.ensembles]  # fmt: skip
+    if model_set.default:
+        for name, is_default in set_ensembles(repository).items():
+            if is_default and name != model_set.name:
+                log.warning("set %r replaces set %r in the default slots; removing %s", model_set.name, name,
+                            set_ensemble(name))  # fmt: skip
+                _remove_model(repository, set_ensemble(name))
+    prune(repository, keep, model_set.members)
+    return {"labels": ensembles[-1] / LABELS_FILE, "preprocess": preprocessor / PREPROCESS_FILE}
+
+
+def name_default_set(repository: Path, name: str) -> Path:
+    """Give an unnamed default set (built before sets had names) its robust_classifier_<name>; return it."""
+    current = set_ensembles(repository)
+    if any(current.values()):
+        raise SetConflictError(f"the default set is named already: {sorted(n for n, d in current.items() if d)}")
+    model_set = ModelSet(name, default=True)
+    _check_target(repository, model_set)
+    labels = (repository / ENSEMBLE / LABELS_FILE).read_bytes()  # FileNotFoundError: the default set is not built
+    return _place_model(repository, model_set, model_set.ensemble, {LABELS_FILE: labels})
+
+
+def remove_set(repository: Path, name: str) -> list[Path]:
+    """Remove suffixed set `name` (its ensemble first, then its other models); the default set stays."""
+    check_set_name(name)
+    if set_ensembles(repository).get(name):
+        raise SetConflictError(f"{name!r} is the default set; build another set with --as-default to replace it")
+    model_set = ModelSet(name)
+    present = [m for m in dict.fromkeys((model_set.ensemble, *model_set.models)) if (repository / m).is_dir()]
+    if not present:
+        raise KeyError(f"{repository} has no model of set {name!r}")
+    return [_remove_model(repository, model) for model in present]
 
 
 def prune(repository: Path, keep: int, members: Sequence[str] = BUILT_MEMBERS) -> list[Path]:
@@ -91,5 +231,5 @@ def prune(repository: Path, keep: int, members: Sequence[str] = BUILT_MEMBERS) -
 
 
 def is_built(repository: str | Path) -> bool:
-    """True when the repository is servable: configs, a model.pt version of every member, both set files."""
+    """True when every set in the repository is servable (see layout.missing_artifacts)."""
     return not missing_artifacts(Path(repository))

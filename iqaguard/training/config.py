@@ -42,6 +42,8 @@ class BuildConfig:
     frr_confidence: float = 0.95  # P(clean false-rejection rate <= target_fpr), see calibrate_threshold
     precision: str = "auto"  # training precision: auto (bf16 where the CPU supports it), bf16, fp32
     threads: int | None = None  # torch CPU threads (None: torch's default, one per core)
+    set_name: str | None = None  # the model set written (None: the profile's name); see iqaguard.repository.sets
+    as_default: bool | None = None  # into the checked-in slots (robust_classifier)? None: sets.target_set decides
 
 
 def prepare(config: BuildConfig) -> Profile:

@@ -21,6 +21,7 @@ from iqaguard.models.wrappers import export_torchscript, make_meta
 from iqaguard.repository import writer as repository
 from iqaguard.repository.layout import MODEL_FILE
 from iqaguard.repository.manifest import portable_paths
+from iqaguard.repository.sets import ModelSet
 from iqaguard.training import compute
 from iqaguard.training.data import ImageSet, as_float
 from iqaguard.training.methods import Method
@@ -69,9 +70,9 @@ def check_exports(files: dict[str, Path], teacher: torch.nn.Module, student: tor
     return parity
 
 
-def export_set(steps: BuildSteps) -> Exported:
+def export_set(steps: BuildSteps, model_set: ModelSet) -> Exported:
     """Export, check and measure the members, then write them (with manifests, labels.txt and
-    preprocess.json) as `steps.version` of the repository and prune old versions."""
+    preprocess.json) as `steps.version` of `model_set` in the repository and prune old versions."""
     config, profile, data, version, created = steps.config, steps.profile, steps.data, steps.version, steps.created
     teacher, student, detectors, held_out = steps.teacher, steps.student, steps.detectors, steps.held_out
     squeezer, evaluation, samples = steps.fit.squeezer, steps.evaluation, steps.samples
@@ -104,7 +105,7 @@ def export_set(steps: BuildSteps) -> Exported:
         hashes.update({name: hashlib.sha256(text.encode()).hexdigest()
                        for name, text in repository.set_file_texts(data.labels, profile.size).items()})
         manifest = {
-            "profile": profile.name, "version": version, "created": created, "seed": config.seed,
+            "profile": profile.name, "set": model_set.name, "version": version, "created": created, "seed": config.seed,
             "weights": weights_kind, "teacher": teacher.info, "student": student.info, "data": data.description,
             "input_size": list(profile.size), "labels": data.labels if len(data.labels) <= 20 else len(data.labels),
             "hashes": hashes, "libraries": library_versions(), "threshold": detectors.thresholds[Method.DETECTOR],
@@ -116,9 +117,8 @@ def export_set(steps: BuildSteps) -> Exported:
             "config": portable_paths(asdict(config), repo),
             "samples": samples,
         }
-        for name, path in files.items():
-            repository.write_member(repo, name, version, path, {**manifest, "member": name, "sha256": hashes[name]})
-        set_files = repository.write_set_files(repo, data.labels, profile.size)
-        removed = repository.prune(repo, config.keep)
-        log.info(f"[build] wrote version {version} to {repo} ({', '.join(files)}); pruned {len(removed)} old versions")
+        manifests = {name: {**manifest, "member": model_set.model(name), "sha256": hashes[name]} for name in files}
+        set_files = repository.write_set(repo, model_set, version, files, manifests, data.labels, profile.size,
+                                         config.keep)
+        log.info(f"[build] wrote version {version} of set {model_set.describe()} to {repo}")
     return Exported(parity, compute_report, hashes, set_files)

@@ -21,6 +21,7 @@ from iqaguard.iqa import brisque
 from iqaguard.models.wrappers import read_meta
 from iqaguard.pipeline import build_model_set, main
 from iqaguard.repository.layout import copy_checked_in, versions
+from iqaguard.repository.sets import ModelSet, model_sets
 from iqaguard.repository.writer import is_built, sha256
 from iqaguard.training.data import FASHION_DIR, FASHION_LABELS
 from iqaguard.training.perturb import CORRUPTIONS
@@ -67,9 +68,11 @@ def test_writes_a_servable_version(built) -> None:
     labels = (repository / "robust_classifier" / "labels.txt").read_text().splitlines()
     assert labels == list(FASHION_LABELS)
     assert json.loads((repository / "iqa_preprocess" / "preprocess.json").read_text()) == {"height": 28, "width": 28}
-    # Nothing new at the repository root: Triton would take every directory there for a model.
+    # Nothing else new at the repository root (Triton takes every directory there for a model, hidden
+    # ones too) than the default set's named ensemble, a copy of robust_classifier for set "fashion".
     checked_in = sorted(p.parent.name for p in REPOSITORY.glob("*/config.pbtxt"))  # no extra folders
-    assert sorted(p.name for p in repository.iterdir()) == checked_in
+    assert sorted(p.name for p in repository.iterdir()) == sorted([*checked_in, "robust_classifier_fashion"])
+    assert (repository / "robust_classifier_fashion" / "labels.txt").read_text() == "\n".join(FASHION_LABELS) + "\n"
 
 
 def test_exported_members_agree_with_eager(built) -> None:
@@ -159,6 +162,23 @@ def test_next_build_adds_a_version_and_prunes(built, tmp_path: Path) -> None:
     assert read_meta(repository / STUDENT / "2" / "model.pt")["teacher_weights"] == "random"
     report = json.loads((tmp_path / "reports" / "report.json").read_text())
     assert any("RANDOM" in note for note in report["notes"])
+
+
+def test_set_flags_reach_the_writer_before_any_slow_step(built, tmp_path: Path, capsys) -> None:
+    # The build's export is the writer's write_set (a second set's files: tests/unit/test_model_sets.py);
+    # here: --set-name/--as-default decide where the set goes, and a conflict stops the build at once.
+    repository = tmp_path / "model_repository"
+    shutil.copytree(built.repository, repository)
+    assert model_sets(repository) == [ModelSet("fashion", default=True)]
+    assert main(["--set-name", "fashion", "--no-as-default", "--repository", str(repository)]) == 2
+    assert "'fashion' is the default set" in capsys.readouterr().err
+    assert versions(repository / "teacher") == [1] and not (repository / "teacher_fashion").exists()
+
+
+def test_a_bad_set_name_fails_before_any_step(tmp_path: Path, capsys) -> None:
+    repository = empty_repository(tmp_path / "model_repository")
+    assert main(["--set-name", "Natural", "--repository", str(repository)]) == 2
+    assert "invalid model set name 'Natural'" in capsys.readouterr().err
 
 
 def test_imagenet_without_weights_fails_clearly(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -18,6 +18,7 @@ from iqaguard.models.networks import MissingWeightsError, SmallResNet, SmallStud
 from iqaguard.models.wrappers import PixelClassifier, TeacherModule, export_torchscript, make_meta, read_meta
 from iqaguard.repository import writer as repository
 from iqaguard.repository.layout import versions
+from iqaguard.repository.sets import ModelSet
 from iqaguard.training.data import grey_to_pixels, load_folder, read_idx
 from iqaguard.training.distill import distill
 from iqaguard.training.metrics import auroc, roc_curve, tpr_at_fpr
@@ -265,21 +266,24 @@ def test_versions_are_shared_written_whole_and_pruned(tmp_path: Path) -> None:
     assert repository.next_version(repo) == 1
     (repo / "student" / "4").mkdir()  # a stray newer version of one member moves the whole set on
     assert repository.next_version(repo) == 5
-    for version in (5, 6, 7):
+    for version in (5, 6):
         for member in ("teacher", "student", "detector"):
             repository.write_member(repo, member, version, model, {"version": version})
     with pytest.raises(FileExistsError):
-        repository.write_member(repo, "teacher", 7, model, {})
+        repository.write_member(repo, "teacher", 6, model, {})
     assert not repository.is_built(repo)  # set files missing
-    repository.write_set_files(repo, ["a", "b"], (28, 32))
+    members = dict.fromkeys(("teacher", "student", "detector"), model)
+    manifests = {name: {"version": 7} for name in members}
+    repository.write_set(repo, ModelSet("fashion", default=True), 7, members, manifests, ["a", "b"], (28, 32), keep=2)
     assert repository.is_built(repo)
     assert (repo / "robust_classifier" / "labels.txt").read_text() == "a\nb\n"
+    assert (repo / "robust_classifier_fashion" / "labels.txt").read_text() == "a\nb\n"
     assert json.loads((repo / "iqa_preprocess" / "preprocess.json").read_text()) == {"height": 28, "width": 32}
-    removed = repository.prune(repo, keep=2)
     assert versions(repo / "teacher") == [6, 7] and versions(repo / "student") == [6, 7]
-    assert len(removed) == 4
+    removed = repository.prune(repo, keep=1)
+    assert len(removed) == 3 and versions(repo / "detector") == [7]
     assert json.loads((repo / "detector" / "7" / "manifest.json").read_text()) == {"version": 7}
-    assert not list(repo.glob("*/.building-*"))
+    assert not list(repo.glob("*/.building-*")) and not list(repo.glob("*/.staging-*"))
     with pytest.raises(FileNotFoundError, match=r"config\.pbtxt"):
         repository.write_member(tmp_path / "elsewhere", "teacher", 1, model, {})
 

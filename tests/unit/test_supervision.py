@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import signal
 
+import pytest
+
 from iqaguard.launcher.watchdog import RestartBudget, crash_reason
 
 
@@ -29,3 +31,15 @@ def test_budget_counts_restarts_in_a_sliding_window() -> None:
 
 def test_zero_budget_never_restarts() -> None:
     assert not RestartBudget(restarts=0, window_s=600).spend()
+
+
+def test_only_a_lasting_zombie_counts_while_models_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    from iqaguard.launcher import watchdog
+
+    sightings = iter([[101], [102], [102, 103], [103]])
+    monkeypatch.setattr(watchdog, "dead_stubs", lambda group: next(sightings))
+    dog = watchdog.Watchdog("127.0.0.1:1", group=1, models=[])
+    assert dog.lasting_dead() is None  # 101 once: a helper Triton reaps
+    assert dog.lasting_dead() is None  # 101 gone, 102 new
+    assert dog.lasting_dead() == "backend stub process(es) [102] died"
+    assert dog.lasting_dead() == "backend stub process(es) [103] died"

@@ -1,10 +1,11 @@
-"""`iqaguard-classify`: classify image files with the served robust_classifier and say whether to trust each answer."""
+"""`iqaguard-classify`: classify image files with a served robust_classifier ensemble; say whether to trust each."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -12,18 +13,19 @@ from pathlib import Path
 
 from iqaguard_client.async_client import AsyncClassifier, Outcome
 from iqaguard_client.connection import DEFAULT_URLS, PROTOCOLS, ConnectionSettings, RetryPolicy
-from iqaguard_client.contract import VERDICTS
+from iqaguard_client.contract import ENSEMBLE, VERDICTS
 from iqaguard_client.files import Missing, expand_inputs
 from iqaguard_client.inference import DEFAULT_TOP_K
 from iqaguard_client.progress import Progress
 from iqaguard_client.results import Classification, ClassificationError, ServerUnavailableError
 
 EXIT_OK, EXIT_STRICT, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+ENSEMBLE_ENV = "IQAGUARD_ENSEMBLE"
 
 DESCRIPTION = """\
-Classify images with the iqaguard `robust_classifier` model served by Triton, and say for each
-whether its answer can be trusted. For every image you get the most probable classes, a quality
-score and a verdict:
+Classify images with the iqaguard `robust_classifier` model served by Triton (or another model
+set's `robust_classifier_<set>`, see --ensemble), and say for each whether its answer can be trusted.
+For every image you get the most probable classes, a quality score and a verdict:
 
   accept       the answer looks trustworthy
   low_quality  the image is too degraded (blur, noise, heavy compression, ...) to trust the answer
@@ -41,6 +43,7 @@ examples:
   iqaguard-classify "photos/**/*.jpg"        a glob pattern, quoted so the shell leaves it alone
   iqaguard-classify --json photos/ > out.jsonl
   iqaguard-classify --protocol http --url 127.0.0.1:8000 --top-k 5 cat.jpg
+  iqaguard-classify --ensemble robust_classifier_natural photo.jpg
   iqaguard-classify --strict uploads/ || echo "something needs a look"
 
 exit status:
@@ -64,6 +67,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     where.add_argument(
         "--url", metavar="HOST:PORT",
         help=f"server address, no scheme (default: {DEFAULT_URLS['grpc']} for grpc, {DEFAULT_URLS['http']} for http)",
+    )  # fmt: skip
+    where.add_argument(
+        "--ensemble", metavar="NAME", default=os.environ.get(ENSEMBLE_ENV) or ENSEMBLE,
+        help=f"the ensemble to call: {ENSEMBLE} (the default model set) or {ENSEMBLE}_<set> "
+        f"(default: ${ENSEMBLE_ENV}, else {ENSEMBLE})",
     )  # fmt: skip
     where.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="per request (default: 30)")
     where.add_argument(
@@ -144,7 +152,7 @@ async def classify(args: argparse.Namespace, inputs: list[Path | Missing]) -> tu
         print(render(ClassificationError(item.argument, item.reason, status="local")), flush=True)
     if not items:
         return counts, True
-    async with AsyncClassifier(settings_from(args), top_k=args.top_k) as classifier:
+    async with AsyncClassifier(settings_from(args), top_k=args.top_k, model=args.ensemble) as classifier:
         try:
             await classifier.check_ready()
         except ServerUnavailableError as error:
