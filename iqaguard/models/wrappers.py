@@ -17,6 +17,9 @@ FASHION_MEAN = (0.2860, 0.2860, 0.2860)
 FASHION_STD = (0.3530, 0.3530, 0.3530)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite's own preprocessing (efficientnet_lite_builder: MEAN_RGB 127, STDDEV_RGB 128 on 0..255).
+LITE_MEAN = (127.0 / 255.0,) * 3
+LITE_STD = (128.0 / 255.0,) * 3
 
 
 class Normalize(nn.Module):
@@ -44,9 +47,12 @@ class PixelClassifier(nn.Module):
 
 
 class TeacherModule(nn.Module):
-    """forward(pixels [N,3,H,W] in [0,1]) -> (logits [N,C], probs [N,C]) (the teacher artifact)."""
+    """forward(pixels [N,3,H,W] in [0,1]) -> (logits [N,C], probs [N,C]) (the teacher artifact).
 
-    def __init__(self, classifier: PixelClassifier) -> None:
+    `classifier` maps pixels in [0,1] to logits: a PixelClassifier or any TorchScript module that does.
+    """
+
+    def __init__(self, classifier: nn.Module) -> None:
         super().__init__()
         self.classifier = classifier
 

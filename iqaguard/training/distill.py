@@ -122,14 +122,15 @@ def make_student(config: BuildConfig, profile: Profile, data: Data, teacher: nn.
     epochs = config.student_epochs or profile.student_epochs
     bf16 = use_bf16(config.precision)
     key = {"teacher": teacher_key, "epochs": epochs, "seed": config.seed, "train": data.description["train_hash"],
-           "bf16": bf16,
+           "bf16": bf16, "lr": profile.student_lr, "size": list(profile.size),
            "source": source_hash(sys.modules[type(network).__module__], sys.modules[distill.__module__],
                                  sys.modules[train_epochs.__module__])}
     cached = cache_path(config.cache_dir, "student", key)
     if cached is not None and cached.is_file():
         student.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
         return student.eval(), {"epochs": epochs, "bf16": bf16, "cache": f"reused {cached.name} from the build cache"}
-    losses = distill(student, teacher, data.train.pixels, epochs, config.seed + 1, labels=data.train.labels, bf16=bf16)
+    losses = distill(student, teacher, data.train.pixels, epochs, config.seed + 1, labels=data.train.labels,
+                     lr=profile.student_lr, bf16=bf16)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         torch.save(student.state_dict(), cached)
