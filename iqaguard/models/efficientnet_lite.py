@@ -54,6 +54,8 @@ class SameConv2d(nn.Conv2d):
 class MBConv(nn.Module):
     """Mobile inverted bottleneck without squeeze-excitation (Lite): expand 1×1, depthwise k×k, project 1×1."""
 
+    CONV_BN = (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))  # for folding
+
     def __init__(self, kernel: int, stride: int, expand: int, in_channels: int, out_channels: int) -> None:
         super().__init__()
         hidden = in_channels * expand
@@ -75,6 +77,8 @@ class MBConv(nn.Module):
 
 class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0 on *normalised* [N,3,H,W] input -> logits [N,classes] (any H, W; trained at 224)."""
+
+    CONV_BN = (("_conv_stem", "_bn0"), ("_conv_head", "_bn1"))  # for folding
 
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()

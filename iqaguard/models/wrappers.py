@@ -64,12 +64,17 @@ class TeacherModule(nn.Module):
 def _conv_bn_pairs(parent: nn.Module) -> list[tuple[str, str]]:
     """Names of (Conv2d, BatchNorm2d) children where the norm directly follows the convolution.
 
-    In a Sequential: neighbours. Elsewhere, by the naming that torchvision and our networks use in
-    forward(): ``bnK(convK(x))``, ``bn(conv(x))``. The caller checks the folded module's outputs.
+    In a Sequential: neighbours. A module may name its pairs itself (a `CONV_BN` class attribute, for
+    networks whose parameter names are fixed by a weights file). Elsewhere, by the naming that torchvision
+    and our networks use in forward(): ``bnK(convK(x))``, ``bn(conv(x))``. The caller checks the folded
+    module's outputs.
     """
     names = list(dict(parent.named_children()))
     if isinstance(parent, nn.Sequential):
         return list(itertools.pairwise(names))
+    declared = getattr(type(parent), "CONV_BN", None)
+    if declared is not None:
+        return list(declared)
     return [(name, "bn" + name.removeprefix("conv")) for name in names if name.startswith("conv")]
 
 

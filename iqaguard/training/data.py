@@ -142,9 +142,9 @@ def crop_views(files: Sequence[Path], size: tuple[int, int], views: int, seed: i
                scale: tuple[float, float] = (0.35, 1.0)) -> np.ndarray:
     """uint8 [N*views,3,H,W]: per file its served pixels, then views-1 random resized crops of the original.
 
-    Crops are cut from the decoded original (torchvision's RandomResizedCrop parameters) and resized by
-    the serving `to_pixels`, so every view is a picture the server could have been sent. Image i's
-    views are rows i*views ... i*views+views-1. Deterministic for a seed.
+    Crops are cut from the decoded original (torchvision's RandomResizedCrop parameters), mirrored with
+    probability 1/2 and resized by the serving `to_pixels`, so every view is a picture the server could
+    have been sent. Image i's views are rows i*views ... i*views+views-1. Deterministic for a seed.
     """
     from torchvision.transforms import RandomResizedCrop
 
@@ -158,6 +158,8 @@ def crop_views(files: Sequence[Path], size: tuple[int, int], views: int, seed: i
                 if view > 0:
                     top, left, height, width = RandomResizedCrop.get_params(image, list(scale), [3 / 4, 4 / 3])
                     crop = image.crop((left, top, left + width, top + height))
+                    if torch.rand(1).item() < 0.5:
+                        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
                 out[index * views + view] = np.rint(to_pixels(crop, size) * 255.0).astype(np.uint8)
     return out
 

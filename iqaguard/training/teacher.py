@@ -44,15 +44,20 @@ def augment(pixels: torch.Tensor, generator: torch.Generator, pad: int = 1) -> t
     return out
 
 
-def evaluate_accuracy(model: nn.Module, pixels: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> float:
+def evaluate_accuracy(model: nn.Module, pixels: np.ndarray, labels: np.ndarray, batch_size: int | None = None) -> float:
     """Top-1 accuracy of `model` (taking [0,1] pixels, returning logits first) on uint8 pixels."""
     predictions = predict(model, pixels, batch_size).argmax(1).numpy()
     return float((predictions == labels).mean())
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, pixels: np.ndarray, batch_size: int = 1000) -> torch.Tensor:
-    """Logits [N,C] of `model` on uint8 pixels, any strides (eval mode; the first output of a tuple)."""
+def predict(model: nn.Module, pixels: np.ndarray, batch_size: int | None = None) -> torch.Tensor:
+    """Logits [N,C] of `model` on uint8 pixels, any strides (eval mode; the first output of a tuple).
+
+    Default batch: 1000 small images, or 64 large ones (a CPU runs 224² batches of hundreds slower per image).
+    """
+    if batch_size is None:
+        batch_size = 1000 if pixels.shape[2] * pixels.shape[3] <= 64 * 64 else 64
     model.eval()
     outputs = []
     for part in batches(len(pixels), batch_size):
