@@ -125,7 +125,8 @@ def make_student(config: BuildConfig, profile: Profile, data: Data, teacher: nn.
     epochs = config.student_epochs or profile.student_epochs
     bf16 = use_bf16(config.precision)
     key = {"teacher": teacher_key, "epochs": epochs, "seed": config.seed, "train": data.description["train_hash"],
-           "bf16": bf16, "lr": profile.student_lr, "size": list(profile.size),
+           "bf16": bf16, "lr": profile.student_lr, "batch": profile.student_batch, "size": list(profile.size),
+           "temperature": profile.student_temperature,
            "source": source_hash(sys.modules[type(network).__module__], sys.modules[distill.__module__],
                                  sys.modules[train_epochs.__module__])}
     cached = cache_path(config.cache_dir, "student", key)
@@ -134,7 +135,8 @@ def make_student(config: BuildConfig, profile: Profile, data: Data, teacher: nn.
         return student.eval(), {"epochs": epochs, "bf16": bf16, "cache": f"reused {cached.name} from the build cache"}
     # Crop views (profile.distill_views > 1) carry their own random flips; otherwise flip per batch.
     losses = distill(student, teacher, data.train.pixels, epochs, config.seed + 1, labels=data.train.labels,
-                     lr=profile.student_lr, augment_inputs=profile.distill_views <= 1, bf16=bf16)
+                     temperature=profile.student_temperature, lr=profile.student_lr, batch_size=profile.student_batch,
+                     augment_inputs=profile.distill_views <= 1, bf16=bf16)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         torch.save(student.state_dict(), cached)

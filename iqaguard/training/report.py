@@ -23,7 +23,6 @@ from iqaguard.models.detector import FEATURE_DIM
 from iqaguard.training.compute import parameters
 from iqaguard.training.evaluate import SEVERE_FLIP_RATE
 from iqaguard.training.export import Exported
-from iqaguard.training.featurize import FS_SELECTION_IMAGES
 from iqaguard.training.methods import Method
 from iqaguard.training.metrics import auroc, roc_curve
 from iqaguard.training.profiles import Profile
@@ -253,7 +252,7 @@ def build_notes(steps: BuildSteps) -> list[str]:
     if teacher.weights_kind == "random":
         notes.append("teacher weights are RANDOM (asked for with --weights random): plumbing/speed only")
     notes += [
-        f"Feature Squeezing configuration chosen on {min(FS_SELECTION_IMAGES, fit.images)} fit images "
+        f"Feature Squeezing configuration chosen on {min(profile.fs_selection_images, fit.images)} fit images "
         "(never evaluation images): "
         f"{fit.squeezer.name}; candidates: " + ", ".join(f"{k}: {v:.3f}" for k, v in fit.selection.items()),
         "Attacks are white-box on the teacher (untargeted, against its clean answer), per RGB channel, and every "
