@@ -77,12 +77,12 @@ def prepare(config: BuildConfig) -> Profile:
     for member in (TEACHER, STUDENT, DETECTOR):
         if not (repo / member / "config.pbtxt").is_file():
             raise FileNotFoundError(f"{repo / member / 'config.pbtxt'} is missing: not the project's model repository")
-    if profile.load_data is folder_data and config.images is not None:
-        if not Path(config.images).is_dir():
-            raise FileNotFoundError(f"image folder {config.images} does not exist")
-        folder_roles(len(image_files(Path(config.images))), config, profile)  # too few images: fail now
     if profile.pretrained_teacher is not None:
         # Missing weights, a file that is not TorchScript, wrong output: fail before any slow step.
         teacher = profile.pretrained_teacher(config)
         class_names(class_count(teacher.module, profile.size), config.labels, profile.labels())
+    if profile.load_data is folder_data and config.images is not None:
+        if not Path(config.images).is_dir():
+            raise FileNotFoundError(f"image folder {config.images} does not exist")
+        folder_roles(len(image_files(Path(config.images))), config, profile)  # too few images: fail now
     return profile
