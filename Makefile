@@ -14,8 +14,13 @@ setup:  ## create/refresh .venv and system packages (idempotent)
 serve: setup  ## build the default model set if it is not built, then serve every built set on 127.0.0.1:8000/8001/8002
 	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m iqaguard.launcher.serve --build-if-missing
 
-build: setup  ## build the default (fashion) model set: a new version in model_repository/, report in reports/fashion/
-	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) build/build_models.py --profile fashion $(BUILD_ARGS)
+# `make build` builds fashion; PROFILE=natural IMAGES=DIR, or PROFILE=custom TEACHER=model.pt IMAGES=DIR SIZE=224
+# [LABELS=file] for any TorchScript classifier of [N,3,H,W] RGB in [0,1] (normalisation inside).
+PROFILE ?= fashion
+build: setup  ## build a model set (PROFILE=fashion|natural|imagenet|custom; IMAGES, TEACHER, SIZE, LABELS): a new version in model_repository/, report in reports/<profile>/
+	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) build/build_models.py --profile $(PROFILE) \
+		$(if $(IMAGES),--images "$(IMAGES)") $(if $(TEACHER),--teacher "$(TEACHER)") \
+		$(if $(SIZE),--size "$(SIZE)") $(if $(LABELS),--labels "$(LABELS)") $(BUILD_ARGS)
 
 test: setup  ## the full test suite (what CI runs)
 	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m ruff check .

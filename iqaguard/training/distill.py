@@ -43,13 +43,15 @@ def distillation_loss(
     return (1.0 - hard_weight) * soft + hard_weight * F.cross_entropy(student_logits, labels)
 
 
-def soft_targets(teacher: nn.Module, pixels: np.ndarray) -> torch.Tensor:
-    """The teacher's logits [2, N, C] on each of uint8 `pixels` [N,3,H,W] and on its mirror image.
+def soft_targets(teacher: nn.Module, pixels: np.ndarray, mirror: bool = True) -> torch.Tensor:
+    """The teacher's logits [2, N, C] on each of uint8 `pixels` [N,3,H,W] and on its mirror image
+    ([1, N, C] without `mirror`).
 
     Computed once (in float32) and reused every epoch: distillation augments by flips only, so a
     stored target is exactly what the teacher says about the augmented input.
     """
-    return torch.stack([predict(teacher, pixels), predict(teacher, pixels[..., ::-1])])
+    views = [predict(teacher, pixels)] + ([predict(teacher, pixels[..., ::-1])] if mirror else [])
+    return torch.stack(views)
 
 
 def distill(
@@ -68,14 +70,15 @@ def distill(
 ) -> list[float]:
     """Train `student` (pixels -> logits) to match `teacher` (pixels -> logits) on uint8 `pixels`.
 
-    The teacher's answers on every image and its mirror image are computed once (soft_targets);
-    with `augment_inputs` each batch is flipped at random and matched to the mirrored answers.
+    The teacher's answers on every image (and its mirror image) are computed once (soft_targets);
+    with `augment_inputs` each batch is flipped at random and matched to the mirrored answers
+    (without it, `pixels` are already augmented views: the teacher runs once per view).
     Labels, where given, are mixed in with weight `hard_weight`; `bf16` runs the student's forward
     pass under CPU bfloat16 autocast. Returns the mean loss per epoch.
     """
     generator = torch.Generator().manual_seed(seed)
     targets = None if labels is None else torch.from_numpy(labels)
-    teacher_views = soft_targets(teacher, pixels)
+    teacher_views = soft_targets(teacher, pixels, mirror=augment_inputs)
 
     def batch_loss(index: np.ndarray) -> torch.Tensor:
         inputs = as_float(pixels[index])
@@ -122,14 +125,18 @@ def make_student(config: BuildConfig, profile: Profile, data: Data, teacher: nn.
     epochs = config.student_epochs or profile.student_epochs
     bf16 = use_bf16(config.precision)
     key = {"teacher": teacher_key, "epochs": epochs, "seed": config.seed, "train": data.description["train_hash"],
-           "bf16": bf16,
+           "bf16": bf16, "lr": profile.student_lr, "batch": profile.student_batch, "size": list(profile.size),
+           "temperature": profile.student_temperature,
            "source": source_hash(sys.modules[type(network).__module__], sys.modules[distill.__module__],
                                  sys.modules[train_epochs.__module__])}
     cached = cache_path(config.cache_dir, "student", key)
     if cached is not None and cached.is_file():
         student.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
         return student.eval(), {"epochs": epochs, "bf16": bf16, "cache": f"reused {cached.name} from the build cache"}
-    losses = distill(student, teacher, data.train.pixels, epochs, config.seed + 1, labels=data.train.labels, bf16=bf16)
+    # Crop views (profile.distill_views > 1) carry their own random flips; otherwise flip per batch.
+    losses = distill(student, teacher, data.train.pixels, epochs, config.seed + 1, labels=data.train.labels,
+                     temperature=profile.student_temperature, lr=profile.student_lr, batch_size=profile.student_batch,
+                     augment_inputs=profile.distill_views <= 1, bf16=bf16)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         torch.save(student.state_dict(), cached)

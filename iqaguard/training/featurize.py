@@ -32,7 +32,6 @@ from iqaguard.training.squeeze import (
 
 log = logging.getLogger(__name__)
 
-FS_SELECTION_IMAGES = 300  # fit images on which the Feature Squeezing configuration is chosen
 
 
 @dataclass
@@ -166,7 +165,7 @@ def fit_features(config: BuildConfig, profile: Profile, data: Data, settings: Se
     settings = seen
     fit_images = min(config.fit_images or profile.fit_images, len(data.fit))
     # The first few fit images also carry every candidate squeezer's distances: FS is tuned on them.
-    few = min(FS_SELECTION_IMAGES, fit_images)
+    few = min(profile.fs_selection_images, fit_images)
     parts: list[Samples] = []
     for start, stop, clean_stop, squeezes in ((0, few, few, CANDIDATE_SQUEEZES), (few, fit_images, len(data.fit), [])):
         if clean_stop <= start:

@@ -23,11 +23,11 @@ from iqaguard.models.detector import FEATURE_DIM
 from iqaguard.training.compute import parameters
 from iqaguard.training.evaluate import SEVERE_FLIP_RATE
 from iqaguard.training.export import Exported
-from iqaguard.training.featurize import FS_SELECTION_IMAGES
 from iqaguard.training.methods import Method
 from iqaguard.training.metrics import auroc, roc_curve
 from iqaguard.training.profiles import Profile
 from iqaguard.training.results import BuildSteps
+from iqaguard.training.splits import Data
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +215,8 @@ def build_targets(steps: BuildSteps, compute_report: dict[str, object]) -> list[
         {"target": f"student ≤ 1/{1 / goal.student_flops_fraction:.0f} of teacher FLOPs",
          "measured": f"1/{teacher_flops / max(student_flops, 1):.1f}",
          "met": student_flops <= goal.student_flops_fraction * teacher_flops},
-        {"target": f"student top-1 agreement ≥ {goal.student_agreement:.0%}", "measured": f"{agree:.2%}",
-         "met": agree >= goal.student_agreement},
+        *([{"target": f"student top-1 agreement ≥ {goal.student_agreement:.0%}", "measured": f"{agree:.2%}",
+            "met": agree >= goal.student_agreement}] if goal.student_agreement is not None else []),
         {"target": f"false rejections on held-out clean ≤ {goal.false_rejections:.0%}",
          "measured": f"{det['false_rejection_rate']:.2%}", "met": det["false_rejection_rate"] <= goal.false_rejections},
         {"target": f"calibrated: ≤ {goal.false_rejections:.0%} false rejections with ≥ "
@@ -270,7 +270,7 @@ def build_notes(steps: BuildSteps) -> list[str]:
     if teacher.weights_kind == "random":
         notes.append("teacher weights are RANDOM (asked for with --weights random): plumbing/speed only")
     notes += [
-        f"Feature Squeezing configuration chosen on {min(FS_SELECTION_IMAGES, fit.images)} fit images "
+        f"Feature Squeezing configuration chosen on {min(profile.fs_selection_images, fit.images)} fit images "
         "(never evaluation images): "
         f"{fit.squeezer.name}; candidates: " + ", ".join(f"{k}: {v:.3f}" for k, v in fit.selection.items()),
         "Attacks are white-box on the teacher (untargeted, against its clean answer), per RGB channel, and every "
@@ -285,6 +285,16 @@ def build_notes(steps: BuildSteps) -> list[str]:
     ]
     notes += profile.notes
     return notes
+
+
+def teacher_notes(accuracy: float | None, held_out_top1: float | None, data: Data) -> str:
+    """Where the teacher's top-1 figures were measured (empty when no labels measured any)."""
+    parts = []
+    if accuracy is not None:
+        parts.append(f"top-1 {accuracy:.4f} on {len(data.test)} labelled test images")
+    if held_out_top1 is not None:
+        parts.append(f"{held_out_top1:.4f} on {len(data.fit)} held-out training images")
+    return ", ".join(parts)
 
 
 def build_report(steps: BuildSteps, exported: Exported, targets: list[dict[str, object]],
@@ -304,8 +314,7 @@ def build_report(steps: BuildSteps, exported: Exported, targets: list[dict[str, 
         "models": {
             "teacher": {"parameters": parameters(teacher.module), "flops": teacher_flops, "top1": accuracy,
                         "top1_held_out_train": held_out_top1,
-                        "notes": f"top-1 {accuracy:.4f} on {len(data.test)} test images, {held_out_top1:.4f} on "
-                                 f"{len(data.fit)} held-out training images" if accuracy else ""},
+                        "notes": teacher_notes(accuracy, held_out_top1, data)},
             "student": {"parameters": parameters(student.module), "flops": student_flops, "agreement": agree,
                         "notes": f"agreement {agree:.4f} on {student.agreement_images} held-out images; "
                                  f"1/{teacher_flops / max(student_flops, 1):.1f} of the teacher's FLOPs"},

@@ -12,12 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iqaguard.models.networks import MissingWeightsError, pretrained_network
+from iqaguard.models.networks import MissingWeightsError
 from iqaguard.models.wrappers import PixelClassifier, TeacherModule, fold_batch_norms
 from iqaguard.training.cache import cache_path, source_hash
 from iqaguard.training.config import BuildConfig
 from iqaguard.training.data import as_float, batches
 from iqaguard.training.loop import bf16_autocast, train_epochs, use_bf16
+from iqaguard.training.pixel_teacher import class_count, class_names
 from iqaguard.training.profiles import Profile
 from iqaguard.training.splits import Data
 
@@ -43,15 +44,20 @@ def augment(pixels: torch.Tensor, generator: torch.Generator, pad: int = 1) -> t
     return out
 
 
-def evaluate_accuracy(model: nn.Module, pixels: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> float:
+def evaluate_accuracy(model: nn.Module, pixels: np.ndarray, labels: np.ndarray, batch_size: int | None = None) -> float:
     """Top-1 accuracy of `model` (taking [0,1] pixels, returning logits first) on uint8 pixels."""
     predictions = predict(model, pixels, batch_size).argmax(1).numpy()
     return float((predictions == labels).mean())
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, pixels: np.ndarray, batch_size: int = 1000) -> torch.Tensor:
-    """Logits [N,C] of `model` on uint8 pixels, any strides (eval mode; the first output of a tuple)."""
+def predict(model: nn.Module, pixels: np.ndarray, batch_size: int | None = None) -> torch.Tensor:
+    """Logits [N,C] of `model` on uint8 pixels, any strides (eval mode; the first output of a tuple).
+
+    Default batch: 1000 small images, or 64 large ones (a CPU runs 224² batches of hundreds slower per image).
+    """
+    if batch_size is None:
+        batch_size = 1000 if pixels.shape[2] * pixels.shape[3] <= 64 * 64 else 64
     model.eval()
     outputs = []
     for part in batches(len(pixels), batch_size):
@@ -100,7 +106,7 @@ def train_teacher(
 class Teacher:
     """The build's teacher: the classifier, the module served, and what was measured on it."""
 
-    classifier: PixelClassifier
+    classifier: nn.Module  # pixels in [0,1] -> logits (a PixelClassifier, or a user's TorchScript module)
     module: TeacherModule
     weights_kind: str  # "trained" | "pretrained" | "random"
     info: dict[str, object]
@@ -108,13 +114,18 @@ class Teacher:
     held_out: float | None  # top-1 on the held-out training images (the detector's fit pool)
 
 
-def make_teacher(config: BuildConfig, profile: Profile, data: Data) -> tuple[PixelClassifier, str, dict[str, object]]:
-    """Load (pretrained sets), train (the others) or randomly initialise (only with --weights random) the teacher."""
+def make_teacher(config: BuildConfig, profile: Profile, data: Data) -> tuple[nn.Module, str, dict[str, object]]:
+    """Load (pretrained sets), train (the others) or randomly initialise (only with --weights random) the teacher.
+
+    A pretrained teacher (the general path: any classifier of [0,1] pixels) names the set's classes:
+    `data.labels` becomes its class count's names (--labels, the profile's names, or class_i).
+    """
     torch.manual_seed(config.seed)
-    if profile.pretrained_weights is not None:
-        network, kind, path = pretrained_network(profile.teacher_network(len(data.labels)), config.weights,
-                                                 profile.pretrained_weights)
-        return PixelClassifier(network, profile.mean, profile.std).eval(), kind, {"weights_file": path}
+    if profile.pretrained_teacher is not None:
+        teacher = profile.pretrained_teacher(config)
+        count = class_count(teacher.module, profile.size)
+        data.labels = class_names(count, config.labels, profile.labels())
+        return teacher.module.eval(), teacher.weights, {**teacher.info, "classes": count}
     network = profile.teacher_network(len(data.labels))
     classifier = PixelClassifier(network, profile.mean, profile.std)
     if config.weights == "random":
@@ -148,10 +159,16 @@ def make_teacher(config: BuildConfig, profile: Profile, data: Data) -> tuple[Pix
 def build_teacher(config: BuildConfig, profile: Profile, data: Data) -> Teacher:
     """The build's teacher step: make the teacher, freeze it, and measure its top-1 accuracy."""
     classifier, weights_kind, info = make_teacher(config, profile, data)
-    classifier.requires_grad_(False)
+    for parameter in classifier.parameters():  # (a ScriptModule has no requires_grad_)
+        parameter.requires_grad_(False)
     # What is attacked, featurized and exported: the same function with batch norms folded (faster).
-    module = TeacherModule(fold_batch_norms(classifier, as_float(data.fit.pixels[:64]))).eval()
-    accuracy = evaluate_accuracy(module, data.test.pixels, data.test.labels) if data.test is not None else None
+    # A TorchScript teacher is served as it came.
+    served = classifier
+    if not isinstance(classifier, torch.jit.ScriptModule):
+        served = fold_batch_norms(classifier, as_float(data.fit.pixels[:64]))
+    module = TeacherModule(served).eval()
+    labelled = data.test is not None and data.test.labels is not None
+    accuracy = evaluate_accuracy(module, data.test.pixels, data.test.labels) if labelled else None
     # Held-out training images (the detector's fit pool): a validation figure never used for any choice.
     held_out = evaluate_accuracy(module, data.fit.pixels, data.fit.labels) if data.fit.labels is not None else None
     log.info(f"[build] teacher weights: {weights_kind}; test top-1: {'n/a' if accuracy is None else f'{accuracy:.4f}'}"
