@@ -132,7 +132,7 @@ def test_small_build_serves_the_users_classifier(workspace: Path) -> None:
     labels.write_text("alpha\nbeta\ngamma\n")
     result = build_model_set("custom", workspace / "model_repository", teacher=workspace / "teacher.pt",
                              images=workspace / "images", size=SIZE, labels=labels,
-                             reports=workspace / "reports", **SMALL)
+                             reports=workspace / "reports", as_default=True, **SMALL)
     repository = result.repository
     assert (repository / "robust_classifier" / "labels.txt").read_text().splitlines() == ["alpha", "beta", "gamma"]
     assert json.loads((repository / "iqa_preprocess" / "preprocess.json").read_text()) == {"height": SIZE,
