@@ -125,8 +125,10 @@ def test_a_crashed_server_is_restarted_within_the_restart_budget(
 def test_clients_abandoning_requests_do_not_leave_the_service_down(
     fixture_repository: Path, tmp_path: Path, photo: np.ndarray
 ) -> None:
-    """Triton 24.10's gRPC frontend can SIGSEGV when a client cancels an in-flight request (upstream
-    #7840, fixed in 24.12); whether or not this run hits it, the launcher keeps the service up."""
+    """Triton 24.10's gRPC frontend mishandles a client cancelling an in-flight request (upstream #7840,
+    fixed in 24.12): it may SIGSEGV, and otherwise each cancelled request stays counted in flight, so
+    a later shutdown waits out --exit-timeout-secs and exits 1. Whichever this run hits, the launcher
+    keeps the service up; the leak is reported, not hidden."""
     log = tmp_path / "launcher.log"
     process, _ = _launch(fixture_repository, log)
     text = _wait_for_line(log, "ready in", process)
@@ -142,9 +144,16 @@ def test_clients_abandoning_requests_do_not_leave_the_service_down(
         client = grpcclient.InferenceServerClient(url)
         back_after = _until_served(client, tensor, time.monotonic())
         client.close()
-        crashes = log.read_text(errors="replace").count("tritonserver crashed")
-        print(f"40 abandoned requests: {crashes} server crash(es), answering {back_after:.1f} s later")
         assert process.poll() is None
     finally:
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
+        code = process.wait(timeout=90)
+    text = log.read_text(errors="replace")
+    crashes = text.count("tritonserver crashed")
+    leaked = "in-flight inferences" in text
+    print(f"40 abandoned requests: {crashes} crash(es), answering {back_after:.1f} s later; "
+          f"in-flight requests leaked at shutdown: {leaked}; launcher exit code {code}")
+    # A clean exit unless Triton itself reported requests it never finished (and then its own code, 1).
+    assert code == (1 if leaked else 0), text[-3000:]
+    if leaked:
+        assert "failed to stop server" in text and "stopped (tritonserver exit code 1)" in text
