@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -150,7 +151,7 @@ def test_clients_abandoning_requests_do_not_leave_the_service_down(
         code = process.wait(timeout=90)
     text = log.read_text(errors="replace")
     crashes = text.count("tritonserver crashed")
-    leaked = "in-flight inferences" in text
+    leaked = re.search(r"has (\d+) in-flight inferences", text) is not None  # Triton names them at shutdown
     print(f"40 abandoned requests: {crashes} crash(es), answering {back_after:.1f} s later; "
           f"in-flight requests leaked at shutdown: {leaked}; launcher exit code {code}")
     # A clean exit unless Triton itself reported requests it never finished (and then its own code, 1).
