@@ -13,6 +13,12 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+
+def logits_of(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The logits of a classifier's output: a teacher module returns (logits, probs), others logits alone."""
+    return output[0] if isinstance(output, tuple) else output
+
+
 FASHION_MEAN = (0.2860, 0.2860, 0.2860)
 FASHION_STD = (0.3530, 0.3530, 0.3530)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

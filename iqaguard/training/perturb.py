@@ -20,6 +20,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 from torch import nn
 
 from iqaguard.imaging import decode_image, to_pixels
+from iqaguard.models.wrappers import logits_of
 
 ATTACKS = ("fgsm", "pgd", "cw", "deepfool")
 DISTORTIONS = ("noise", "blur", "jpeg", "contrast", "resample")
@@ -75,8 +76,7 @@ class _Logits(nn.Module):
         self.model = model
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        result = self.model(pixels)
-        return result[0] if isinstance(result, tuple) else result
+        return logits_of(self.model(pixels))
 
 
 def art_classifier(model: nn.Module, size: tuple[int, int], classes: int) -> object:

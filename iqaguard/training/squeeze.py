@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from iqaguard.models.wrappers import logits_of
 from iqaguard.training.metrics import auroc
 from iqaguard.training.samples import Samples
 
@@ -84,9 +85,7 @@ def squeeze_distances(
 
 
 def _probs(teacher: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    result = teacher(pixels)
-    logits = result[0] if isinstance(result, tuple) else result
-    return torch.softmax(logits, dim=1)
+    return torch.softmax(logits_of(teacher(pixels)), dim=1)
 
 
 CANDIDATES = [FeatureSqueezing(bits, median) for bits in (1, 2, 3, 4, 5) for median in (2, 3)]

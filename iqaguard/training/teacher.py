@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iqaguard.models.networks import MissingWeightsError
-from iqaguard.models.wrappers import PixelClassifier, TeacherModule, fold_batch_norms
+from iqaguard.models.wrappers import PixelClassifier, TeacherModule, fold_batch_norms, logits_of
 from iqaguard.training.cache import cache_path, source_hash
 from iqaguard.training.config import BuildConfig
 from iqaguard.training.data import as_float, batches
@@ -62,7 +62,7 @@ def predict(model: nn.Module, pixels: np.ndarray, batch_size: int | None = None)
     outputs = []
     for part in batches(len(pixels), batch_size):
         result = model(as_float(np.ascontiguousarray(pixels[part])))
-        outputs.append(result[0] if isinstance(result, tuple) else result)
+        outputs.append(logits_of(result))
     return torch.cat(outputs)
 
 
