@@ -134,6 +134,9 @@ NATURAL_VIEWS = 6  # distillation views per photo
 NATURAL_STUDENT_EPOCHS = 3
 NATURAL_PERTURBED = 40  # fit and evaluation images perturbed by every setting (the 30-minute budget, estimated)
 NATURAL_PGD_STEPS = 5
+# How a folder of a few hundred photos is used (natural and custom): clean images per role, perturbed ones.
+PHOTO_FOLDER_SPLITS = {"fit_pool": 120, "fit_images": NATURAL_PERTURBED, "calib_images": 120,
+                       "eval_images": NATURAL_PERTURBED, "eval_clean": 120}
 
 PROFILES = {
     "fashion": Profile(
@@ -218,11 +221,7 @@ PROFILES = {
         fs_selection_images=20,
         teacher_epochs=0,
         student_epochs=NATURAL_STUDENT_EPOCHS,
-        fit_pool=120,
-        fit_images=NATURAL_PERTURBED,
-        calib_images=120,
-        eval_images=NATURAL_PERTURBED,
-        eval_clean=120,
+        **PHOTO_FOLDER_SPLITS,
         unseen_attack_images=16,  # CW-L2 and DeepFool cost ~10-20 s of CPU per 224² image here
         unseen_corruption_images=NATURAL_PERTURBED,
         unseen_severities=(2, 4),
@@ -252,11 +251,7 @@ PROFILES = {
         distill_views=NATURAL_VIEWS,
         teacher_epochs=0,
         student_epochs=10,
-        fit_pool=120,
-        fit_images=NATURAL_PERTURBED,
-        calib_images=120,
-        eval_images=NATURAL_PERTURBED,
-        eval_clean=120,
+        **PHOTO_FOLDER_SPLITS,
         pgd_steps=NATURAL_PGD_STEPS,
         targets=Targets(student_agreement=None, auroc_attacks=0.90, auroc_severe_distortions=0.85,
                         build_seconds=1800.0),
