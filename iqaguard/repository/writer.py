@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from iqaguard.contract import BUILT_MEMBERS, ENSEMBLE
@@ -32,6 +32,7 @@ from iqaguard.repository.layout import (
     missing_artifacts,
     versions,
 )
+from iqaguard.repository.live import built_versions, live_version, make_live, protected_versions, read_state
 from iqaguard.repository.manifest import manifest_text, sha256
 from iqaguard.repository.render import ENSEMBLE_VERSION, generated_files
 from iqaguard.repository.sets import (
@@ -179,6 +180,7 @@ def write_set(
         raise ValueError(f"a set needs exactly the members {BUILT_MEMBERS}, got {sorted(members)}")
     _check_target(repository, model_set)
     texts = {name: text.encode() for name, text in set_file_texts(labels, size).items()}
+    _check_same_inputs(repository, model_set, texts)
     for base in BUILT_MEMBERS:
         _place_model(repository, model_set, model_set.model(base), {},
                      (version, members[base], manifests[base]))  # fmt: skip
@@ -192,8 +194,30 @@ def write_set(
                 log.warning("set %r replaces set %r in the default slots; removing %s", model_set.name, name,
                             set_ensemble(name))  # fmt: skip
                 _remove_model(repository, set_ensemble(name))
-    prune(repository, keep, model_set.members)
+    if read_state(repository, model_set) is None:
+        make_live(repository, model_set, version)  # a set's first version goes live; later ones by rollout
+    else:
+        log.info("set %s: version %d built; %d stays live until `iqaguard-models rollout %s`",
+                 model_set.name, version, live_version(repository, model_set), model_set.name)  # fmt: skip
+    prune(repository, keep, model_set.members, protect=protected_versions(repository, model_set))
     return {"labels": ensembles[-1] / LABELS_FILE, "preprocess": preprocessor / PREPROCESS_FILE}
+
+
+def _check_same_inputs(repository: Path, model_set: ModelSet, texts: Mapping[str, bytes]) -> None:
+    """A set's versions share its labels and input size (one preprocessor and labels.txt serve them all),
+    so a build that changes either must be a new set."""
+    if model_set.name not in set_ensembles(repository) or not built_versions(repository, model_set):
+        return
+    current = {
+        LABELS_FILE: repository / model_set.ensemble / LABELS_FILE,
+        PREPROCESS_FILE: repository / model_set.preprocessor / PREPROCESS_FILE,
+    }
+    changed = [name for name, path in current.items() if path.is_file() and path.read_bytes() != texts[name]]
+    if changed:
+        raise SetConflictError(
+            f"set {model_set.name!r} is built with other {' and '.join(changed)}; its versions must share labels "
+            "and input size (a rollout switches only the members): build it under a new set name"
+        )
 
 
 def name_default_set(repository: Path, name: str) -> Path:
@@ -219,11 +243,16 @@ def remove_set(repository: Path, name: str) -> list[Path]:
     return [_remove_model(repository, model) for model in present]
 
 
-def prune(repository: Path, keep: int, members: Sequence[str] = BUILT_MEMBERS) -> list[Path]:
-    """Delete all but the newest `keep` versions of each member; return what was removed."""
+def prune(
+    repository: Path, keep: int, members: Sequence[str] = BUILT_MEMBERS, protect: Collection[int] = ()
+) -> list[Path]:
+    """Delete all but the newest `keep` versions of each member, never one in `protect` (the live version
+    and the one a rollback returns to); return what was removed."""
     removed = []
     for member in members:
         for version in versions(repository / member)[:-keep] if keep > 0 else []:
+            if version in protect:
+                continue
             path = repository / member / str(version)
             shutil.rmtree(path)
             removed.append(path)

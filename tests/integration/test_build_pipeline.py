@@ -19,8 +19,10 @@ from support import CHECKED_IN_REPOSITORY
 from iqaguard.contract import BUILT_MEMBERS, DETECTOR, STUDENT, TEACHER, VERDICTS
 from iqaguard.iqa import brisque
 from iqaguard.models.wrappers import read_meta
+from iqaguard.operations.rollout import find_set, offline_rollout
 from iqaguard.pipeline import build_model_set, main
 from iqaguard.repository.layout import copy_checked_in, versions
+from iqaguard.repository.live import LIVE_CONFIG, live_version
 from iqaguard.repository.sets import ModelSet, model_sets
 from iqaguard.repository.writer import is_built, sha256
 from iqaguard.training.data import FASHION_DIR, FASHION_LABELS
@@ -150,14 +152,19 @@ def test_writes_held_out_sample_images(built) -> None:
 
 
 def test_next_build_adds_a_version_and_prunes(built, tmp_path: Path) -> None:
-    # A second build (random teacher: no training) into a copy of the repository keeps only the newest.
+    # A second build (random teacher: no training) into a copy of the repository: with keep=1 only the
+    # newest would stay, but the live version 1 is protected and stays live until a rollout.
     repository = tmp_path / "model_repository"
     shutil.copytree(built.repository, repository)
     result = build_model_set("fashion", repository, weights="random", reports=tmp_path / "reports", keep=1,
                              **{k: v for k, v in SMALL.items() if k not in ("epochs",)})
     assert result.version == 2
     for member in BUILT_MEMBERS:
-        assert versions(repository / member) == [2]
+        assert versions(repository / member) == [1, 2]
+    fashion = find_set(repository, "fashion")
+    assert live_version(repository, fashion) == 1
+    assert offline_rollout(repository, "fashion").live == 2
+    assert "model_version: 2" in (repository / "robust_classifier" / LIVE_CONFIG).read_text()
     assert read_meta(repository / TEACHER / "2" / "model.pt")["weights"] == "random"
     assert read_meta(repository / STUDENT / "2" / "model.pt")["teacher_weights"] == "random"
     report = json.loads((tmp_path / "reports" / "report.json").read_text())

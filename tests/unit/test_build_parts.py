@@ -18,6 +18,7 @@ from iqaguard.models.networks import MissingWeightsError, SmallResNet, SmallStud
 from iqaguard.models.wrappers import PixelClassifier, TeacherModule, export_torchscript, make_meta, read_meta
 from iqaguard.repository import writer as repository
 from iqaguard.repository.layout import versions
+from iqaguard.repository.live import LIVE_CONFIG, LiveState, read_state
 from iqaguard.repository.sets import ModelSet
 from iqaguard.training.data import grey_to_pixels, load_folder, read_idx
 from iqaguard.training.distill import distill
@@ -252,10 +253,14 @@ def test_export_carries_meta_and_refuses_unknown_weight_kinds(tmp_path: Path) ->
 # ------------------------------------------------------------------------------------------ repository
 
 
+CHECKED_IN = Path(__file__).resolve().parents[2] / "model_repository"
+
+
 def fake_repository(root: Path) -> Path:
+    """The checked-in configs alone (no model.py, no built versions)."""
     for member in ("teacher", "student", "detector", "robust_classifier", "iqa_preprocess"):
         (root / member).mkdir(parents=True)
-        (root / member / "config.pbtxt").write_text(f'name: "{member}"\n')
+        (root / member / "config.pbtxt").write_text((CHECKED_IN / member / "config.pbtxt").read_text())
     return root
 
 
@@ -280,6 +285,8 @@ def test_versions_are_shared_written_whole_and_pruned(tmp_path: Path) -> None:
     assert (repo / "robust_classifier_fashion" / "labels.txt").read_text() == "a\nb\n"
     assert json.loads((repo / "iqa_preprocess" / "preprocess.json").read_text()) == {"height": 28, "width": 32}
     assert versions(repo / "teacher") == [6, 7] and versions(repo / "student") == [6, 7]
+    assert read_state(repo, ModelSet("fashion", default=True)) == LiveState(live=7, history=[7])  # first build: live
+    assert 'model_version: 7' in (repo / "robust_classifier" / LIVE_CONFIG).read_text()
     removed = repository.prune(repo, keep=1)
     assert len(removed) == 3 and versions(repo / "detector") == [7]
     assert json.loads((repo / "detector" / "7" / "manifest.json").read_text()) == {"version": 7}

@@ -12,6 +12,7 @@ from support import CHECKED_IN_REPOSITORY, ROOT
 
 from iqaguard.repository.check import check_repository
 from iqaguard.repository.layout import copy_checked_in, missing_artifacts, read_input_size, versions
+from iqaguard.repository.live import live_version
 from iqaguard.repository.render import render_config
 from iqaguard.repository.sets import (
     ModelSet,
@@ -99,11 +100,21 @@ def test_generated_configs_differ_only_in_names() -> None:
 
 
 def test_rebuilding_a_set_adds_a_version_and_keeps_the_other_set(repository: Path, tmp_path: Path) -> None:
-    _write(repository, target_set(repository, "small"), tmp_path, size=(40, 40), version=2)
+    small = target_set(repository, "small")
+    _write(repository, small, tmp_path, size=(48, 48), labels=("x", "y", "z"), version=2)
     assert versions(repository / "teacher_small") == [1, 2] and versions(repository / "teacher") == [1]
-    assert read_input_size(repository / "iqa_preprocess_small") == (40, 40)
+    assert live_version(repository, small) == 1, "a later build waits for a rollout"
     assert read_input_size(repository / "iqa_preprocess") == (32, 32)
     assert messages(repository) == ""
+
+
+@pytest.mark.parametrize("change", [{"size": (40, 40)}, {"labels": ("x", "y")}])
+def test_a_rebuild_must_keep_the_sets_labels_and_size(repository: Path, tmp_path: Path, change: dict) -> None:
+    inputs = {"size": (48, 48), "labels": ("x", "y", "z"), **change}
+    with pytest.raises(SetConflictError, match="new set name"):
+        _write(repository, target_set(repository, "small"), tmp_path, version=2, **inputs)
+    assert versions(repository / "teacher_small") == [1]
+    assert read_input_size(repository / "iqa_preprocess_small") == (48, 48)
 
 
 def test_which_set_is_the_default(repository: Path, tmp_path: Path) -> None:
