@@ -34,13 +34,15 @@ from iqaguard.launcher.security import (
     unguessable_key,
 )
 from iqaguard.launcher.watchdog import Watchdog, supervise
+from iqaguard.repository.live import CONFIG_NAME as LIVE_CONFIG_NAME
 
 log = logging.getLogger("iqaguard.container")
 NVIDIA_ENTRYPOINT = "/opt/nvidia/nvidia_entrypoint.sh"
 
 
 def server_command(argv: list[str], env: dict[str, str]) -> list[str]:
-    """The command to exec: tritonserver gets the restricted-API flags; anything else runs as given."""
+    """The command to exec: tritonserver gets the restricted-API flags and reads each set's live configs
+    (iqaguard.repository.live) unless told another config name; anything else runs as given."""
     if not argv or os.path.basename(argv[0]) != "tritonserver":
         return argv
     key = configured_admin_key(env)
@@ -49,7 +51,8 @@ def server_command(argv: list[str], env: dict[str, str]) -> list[str]:
     else:
         log.warning("admin APIs (%s) closed: %s is not set", ", ".join(ADMIN_APIS), ADMIN_KEY_ENV)
         key = unguessable_key()
-    return [argv[0], *restricted_api_flags(key), *argv[1:]]
+    live = [] if _flag(argv, "model-config-name", "") else [f"--model-config-name={LIVE_CONFIG_NAME}"]
+    return [argv[0], *restricted_api_flags(key), *live, *argv[1:]]
 
 
 def _flag(argv: list[str], name: str, default: str) -> str:

@@ -26,6 +26,7 @@ from iqaguard.launcher.security import (
     restricted_api_flags,
     unguessable_key,
 )
+from iqaguard.repository.live import CONFIG_NAME as LIVE_CONFIG_NAME
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,9 @@ class ServerOptions:
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
-    model_control_mode: str = "none"
-    load_models: list[str] = field(default_factory=list)
+    # Explicit control with every model loaded at start: only the operator (admin key) loads or unloads.
+    model_control_mode: str = "explicit"
+    load_models: list[str] = field(default_factory=lambda: ["*"])
     log_verbose: int = 0
     extra_args: list[str] = field(default_factory=list)
     # The admin APIs' credential (iqaguard.launcher.security); a random one closes them to everyone.
@@ -89,6 +91,7 @@ class ServerOptions:
             f"--metrics-address={LOOPBACK}",
             f"--metrics-port={self.metrics_port}",
             f"--model-control-mode={self.model_control_mode}",
+            f"--model-config-name={LIVE_CONFIG_NAME}",  # each set's live versions (iqaguard.repository.live)
             f"--log-verbose={self.log_verbose}",
             "--exit-timeout-secs=10",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",

@@ -34,6 +34,8 @@ from iqaguard.launcher.watchdog import RestartBudget, Watchdog, crash_reason, su
 from iqaguard.log import cli_logging
 from iqaguard.repository.check import check_repository, format_problems
 from iqaguard.repository.layout import REPOSITORY_ENV, default_repository, latest_version, missing_artifacts
+from iqaguard.repository.live import LiveStateError
+from iqaguard.repository.live import refresh as refresh_live
 from iqaguard.repository.manifest import describe_sets
 from iqaguard.repository.sets import DEFAULT_SET, model_sets
 
@@ -55,10 +57,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument(
-        "--model-control-mode", choices=("none", "poll", "explicit"), default="none",
-        help="Triton's model control mode (default: %(default)s)",
-    )
-    parser.add_argument("--load-model", action="append", default=[], help="with explicit mode; repeatable")
+        "--model-control-mode", choices=("none", "poll", "explicit"), default="explicit",
+        help="Triton's model control mode (default: %(default)s: every model loaded at start; iqaguard-models "
+        "rolls sets out and back with the admin credential)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--load-model", action="append", default=[],
+        help="with explicit mode; repeatable (default: every model, '*')",
+    )  # fmt: skip
     parser.add_argument(
         "--admin-key-file", type=Path,
         help=f"file holding the credential for Triton's admin APIs ({', '.join(ADMIN_APIS)}); "
@@ -86,7 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for readiness")
     parser.add_argument(
-        "--build-if-missing", action="store_true",
+        "--build-if-missing",
+        action="store_true",
         help=f"build the default model set ({DEFAULT_PROFILE}) first when it is not built",
     )
     parser.add_argument("extra", nargs="*", help="further tritonserver flags, after `--`")
@@ -141,13 +148,18 @@ def main(argv: list[str] | None = None) -> int:
     cli_logging()
     repository = args.model_repository.resolve()
     ensure_model_set(repository, args.build_if_missing)
+    try:
+        live = refresh_live(repository)
+    except LiveStateError as error:
+        sys.exit(f"iqaguard-serve: {error}")
+    print("iqaguard-serve: live versions: " + ", ".join(f"{name} v{version}" for name, version in live.items()))
     options = ServerOptions(
         repository=repository,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
         model_control_mode=args.model_control_mode,
-        load_models=args.load_model,
+        load_models=args.load_model or (["*"] if args.model_control_mode == "explicit" else []),
         log_verbose=args.log_verbose,
         extra_args=args.extra,
         admin_key=admin_key(args),
