@@ -1,0 +1,1 @@
+"""Operating a running server: rolling model sets out and back (`iqaguard-models`)."""
