@@ -20,6 +20,9 @@ Knobs (Locust options, or the environment variables in brackets):
                                                 protocol by naming its class: `locust ... TritonGrpcUser`
   --wait-min S, --wait-max S                    think time between a user's requests (default 0, 0)
   --top-k K, --request-timeout S, --retries N   client settings (retries default 0: failures show up)
+  --invalid-share F [IQAGUARD_INVALID_SHARE]    share of requests sending a bad input (truncated, not an
+                                                image, empty; default 0), named "<ensemble> [invalid]": a
+                                                success when the server refuses it as the client's mistake
 """
 
 from __future__ import annotations
@@ -39,10 +42,10 @@ import grpc.experimental.gevent as grpc_gevent  # isort: skip
 grpc_gevent.init_gevent()
 
 from iqaguard_client.connection import ConnectionSettings, RetryPolicy  # noqa: E402
-from iqaguard_client.results import ClassificationError  # noqa: E402
+from iqaguard_client.results import ClassificationError, ImageRejectedError  # noqa: E402
 from iqaguard_client.sync_client import Classifier  # noqa: E402
 
-from iqaguard.bench.image_pool import ImagePool, image_pool, kind_weights  # noqa: E402
+from iqaguard.bench.image_pool import ImagePool, PoolImage, image_pool, kind_weights  # noqa: E402
 from iqaguard.contract import ENSEMBLE  # noqa: E402
 from iqaguard.repository.layout import default_repository  # noqa: E402
 
@@ -77,6 +80,10 @@ def _add_options(parser: Any) -> None:
     group.add_argument("--wait-min", type=float, default=0.0, env_var="IQAGUARD_WAIT_MIN", help="seconds")
     group.add_argument("--wait-max", type=float, default=0.0, env_var="IQAGUARD_WAIT_MAX", help="seconds")
     group.add_argument("--top-k", type=int, default=5, env_var="IQAGUARD_TOP_K")
+    group.add_argument(
+        "--invalid-share", type=float, default=0.0, env_var="IQAGUARD_INVALID_SHARE",
+        help="share of requests that send a bad input, expected to be refused (default: 0)",
+    )  # fmt: skip
     group.add_argument("--request-timeout", type=float, default=60.0, env_var="IQAGUARD_REQUEST_TIMEOUT")
     group.add_argument("--retries", type=int, default=0, env_var="IQAGUARD_RETRIES", help="on UNAVAILABLE only")
 
@@ -127,6 +134,9 @@ class TritonUser(User):
     def classify(self) -> None:
         if _pool is None:
             raise RuntimeError("image pool not loaded: run this file with locust")
+        if self.rng.random() < self.environment.parsed_options.invalid_share:
+            self.send_invalid(_pool.pick(self.weights, self.rng))
+            return
         image = _pool.pick(self.weights, self.rng)
         started = time.perf_counter()
         exception: Exception | None = None
@@ -145,6 +155,33 @@ class TritonUser(User):
             exception=exception,
             context=context,
         )
+
+
+    def send_invalid(self, image: PoolImage) -> None:
+        """Send a bad input made from `image`; only a refusal as the client's mistake counts as success."""
+        kind, data = self.rng.choice(invalid_inputs(image.data))
+        started = time.perf_counter()
+        exception: Exception | None = None
+        try:
+            self.classifier.classify_reply(data, f"{kind} {image.name}")
+            exception = AssertionError(f"a bad input ({kind}) was answered instead of refused")
+        except ImageRejectedError:
+            pass  # refused as asked: INVALID_ARGUMENT naming the rule
+        except ClassificationError as error:
+            exception = error
+        events.request.fire(
+            request_type=self.request_type,
+            name=f"{self.environment.parsed_options.ensemble} [invalid]",
+            response_time=(time.perf_counter() - started) * 1000.0,
+            response_length=0,
+            exception=exception,
+            context={"image": image.name, "invalid": kind},
+        )
+
+
+def invalid_inputs(data: bytes) -> list[tuple[str, bytes]]:
+    """Bad inputs a careless client sends: a truncated file, bytes that are no image, nothing."""
+    return [("truncated", data[: max(1, len(data) // 3)]), ("not an image", b"%PDF-1.4 " + data[:64]), ("empty", b"")]
 
 
 class TritonGrpcUser(TritonUser):
