@@ -25,7 +25,7 @@ from iqaguard_client.contract import (
 
 __all__ = [
     "BUILT_MEMBERS", "DETECTOR", "ENSEMBLE", "ENSEMBLE_OUTPUTS", "ENSEMBLE_TENSORS", "INPUT_IMAGE", "IQA_DIM",
-    "IQA_FEATURES", "OUTPUT_PROBS", "OUTPUT_QUALITY", "OUTPUT_SUSPICION", "OUTPUT_VERDICT", "PREPROCESSOR",
+    "IQA_FEATURES", "MONITOR", "OUTPUT_PROBS", "OUTPUT_QUALITY", "OUTPUT_SUSPICION", "OUTPUT_VERDICT", "PREPROCESSOR",
     "STUDENT", "TEACHER", "VERDICTS", "VERDICT_ACCEPT", "VERDICT_ADVERSARIAL", "VERDICT_LOW_QUALITY", "TensorSpec",
 ]  # fmt: skip
 
@@ -34,6 +34,7 @@ TEACHER = "teacher"
 STUDENT = "student"
 DETECTOR = "detector"
 BUILT_MEMBERS = (TEACHER, STUDENT, DETECTOR)
+MONITOR = "guard_monitor"  # the ensemble's last step: guard metrics and the audit log, VERDICT passed through
 
 IQA_FEATURES = 36
 IQA_DIM = IQA_FEATURES + 1  # the 36 BRISQUE features, then the score

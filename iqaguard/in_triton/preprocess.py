@@ -30,16 +30,20 @@ class RequestBudget:
     def check(self, images: Sequence[bytes]) -> None:
         """Raise InvalidImageError naming the tensor and the rule when `images` exceed the budget."""
         if len(images) > self.max_items:
-            raise InvalidImageError(f"IMAGE holds {len(images)} items; max_request_items is {self.max_items}")
+            raise InvalidImageError(
+                f"IMAGE holds {len(images)} items; max_request_items is {self.max_items}", "over_budget"
+            )
         total_bytes = sum(len(data) for data in images)
         if total_bytes > self.max_bytes:
             raise InvalidImageError(
-                f"IMAGE holds {total_bytes} bytes in {len(images)} items; max_request_bytes is {self.max_bytes}"
+                f"IMAGE holds {total_bytes} bytes in {len(images)} items; max_request_bytes is {self.max_bytes}",
+                "over_budget",
             )
         total_pixels = sum(header_pixels(data) for data in images)
         if total_pixels > self.max_pixels:
             raise InvalidImageError(
-                f"IMAGE's {len(images)} items claim {total_pixels} pixels; max_request_pixels is {self.max_pixels}"
+                f"IMAGE's {len(images)} items claim {total_pixels} pixels; max_request_pixels is {self.max_pixels}",
+                "over_budget",
             )
 
 
@@ -81,7 +85,7 @@ class Preprocessor:
 
     def _decode_request(self, images: Sequence[bytes]) -> np.ndarray:
         if len(images) == 0:
-            raise InvalidImageError("request holds no image")
+            raise InvalidImageError("request holds no image", "empty")
         if self.budget is not None:
             self.budget.check(images)
         pixels = []
@@ -91,7 +95,8 @@ class Preprocessor:
             except InvalidImageError as error:
                 if len(images) == 1:
                     raise
-                raise InvalidImageError(f"item {index}: {str(error).removeprefix('invalid image: ')}") from None
+                message = str(error).removeprefix("invalid image: ")
+                raise InvalidImageError(f"item {index}: {message}", error.kind) from None
         return np.stack(pixels)
 
     def run(self, requests: Sequence[Sequence[bytes]]) -> list[PreprocessResult | InvalidImageError]:

@@ -90,6 +90,7 @@ class ServerOptions:
             f"--grpc-port={self.grpc_port}",
             f"--metrics-address={LOOPBACK}",
             f"--metrics-port={self.metrics_port}",
+            "--metrics-config=summary_latencies=true",  # p50..p99 per model, for the latency alert
             f"--model-control-mode={self.model_control_mode}",
             f"--model-config-name={LIVE_CONFIG_NAME}",  # each set's live versions (iqaguard.repository.live)
             f"--log-verbose={self.log_verbose}",

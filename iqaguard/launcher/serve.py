@@ -38,6 +38,7 @@ from iqaguard.repository.live import LiveStateError
 from iqaguard.repository.live import refresh as refresh_live
 from iqaguard.repository.manifest import describe_sets
 from iqaguard.repository.sets import DEFAULT_SET, model_sets
+from iqaguard.repository.writer import render_generated
 
 DEFAULT_PROFILE = DEFAULT_SET  # the profile built when the default set is missing (its set name is the profile's)
 RESTART_WINDOW_S = 600.0
@@ -149,9 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     repository = args.model_repository.resolve()
     ensure_model_set(repository, args.build_if_missing)
     try:
+        updated = render_generated(repository)
         live = refresh_live(repository)
     except LiveStateError as error:
         sys.exit(f"iqaguard-serve: {error}")
+    if updated:
+        print(f"iqaguard-serve: brought up to date with the checked-in models: {', '.join(updated)}")
     print("iqaguard-serve: live versions: " + ", ".join(f"{name} v{version}" for name, version in live.items()))
     options = ServerOptions(
         repository=repository,

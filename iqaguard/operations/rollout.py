@@ -144,19 +144,19 @@ def offline_rollout(repository: Path, name: str, version: int | None = None) -> 
 
 
 def load_set(repository: Path, admin: TritonAdmin, name: str) -> list[str]:
-    """Load a set's live version: members and preprocessor first, its ensembles last."""
+    """Load a set's live version: preprocessor, members and monitor first, its ensembles last."""
     model_set = find_set(repository, name)
     state = current_state(repository, model_set)
     make_live(repository, model_set, state.live, state.history)
-    models = [model_set.preprocessor, *model_set.members, *model_set.ensembles]
+    models = [model_set.preprocessor, *model_set.members, model_set.monitor, *model_set.ensembles]
     _load_all(admin, models)
     return models
 
 
 def unload_set(admin: TritonAdmin, repository: Path, name: str) -> list[str]:
-    """Unload a set: its ensembles first (no new requests), then its members and preprocessor."""
+    """Unload a set: its ensembles first (no new requests), then its other models."""
     model_set = find_set(repository, name)
-    models = [*model_set.ensembles, *model_set.members, model_set.preprocessor]
+    models = [*model_set.ensembles, *model_set.members, model_set.monitor, model_set.preprocessor]
     for model in models:
         admin.unload(model)
     return models

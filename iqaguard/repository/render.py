@@ -2,7 +2,7 @@
 
 Only the `name:` line and the ensemble steps' `model_name`s change; every other byte of the checked-in
 config.pbtxt (batching, limits, comments) is kept, and the preprocessor's Python-backend model.py is
-copied as is. So a suffixed set behaves exactly as the default set does.
+copied as is (the preprocessor's, the monitor's). So a suffixed set behaves exactly as the default set does.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from iqaguard.contract import PREPROCESSOR
 from iqaguard.repository.sets import CONFIG_FILE, ModelSet
 
-PYTHON_MODEL = "1/model.py"  # the preprocessor's Python-backend glue, beside its config
+PYTHON_MODEL = "1/model.py"  # a Python-backend model's glue, beside its config
 ENSEMBLE_VERSION = "1"  # an ensemble needs one (empty) version directory
 _NAME_LINE = re.compile(r'^name:\s*"[^"]*"', re.MULTILINE)
 _STEP_MODEL = re.compile(r'(model_name:\s*")([^"]*)(")')
@@ -38,6 +37,6 @@ def generated_files(repository: Path, model: str, model_set: ModelSet) -> dict[s
     if not config.is_file():
         raise FileNotFoundError(f"{config} is missing: {repository} is not the project's model repository")
     files = {CONFIG_FILE: render_config(config.read_text(), model, model_set).encode()}
-    if base == PREPROCESSOR:
+    if (source / PYTHON_MODEL).is_file():
         files[PYTHON_MODEL] = (source / PYTHON_MODEL).read_bytes()
     return files

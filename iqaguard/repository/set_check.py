@@ -1,6 +1,6 @@
 """The repository check's part about model sets (naming rule in iqaguard.repository.sets).
 
-- every model directory belongs to a set: one of the checked-in five, or `<model>_S` beside `robust_classifier_S`;
+- every model directory belongs to a set: one of the checked-in six, or `<model>_S` beside `robust_classifier_S`;
 - set names follow the rule, and at most one `robust_classifier_<name>` names the default set;
 - every model a set needs exists, and each generated config is exactly the checked-in one rendered for
   its set: same tensors, batching and limits, and each `robust_classifier_S` calls only set S's members
@@ -55,7 +55,7 @@ def _orphan_message(name: str) -> str:
                 f"the set, or remove it with `python -m iqaguard.repository.sets remove {suffix}`"
             )
     return (
-        "not a model of any set (a set's models are the checked-in five, "
+        "not a model of any set (a set's models are the checked-in six, "
         "or <model>_<set> beside robust_classifier_<set>)"
     )
 

@@ -4,7 +4,7 @@ The *default* set fills the checked-in slots (iqa_preprocess, teacher, student, 
 robust_classifier) and is served by `robust_classifier` and by `robust_classifier_<name>`. Any other
 set S has its own models, generated from the checked-in configs (iqaguard.repository.render):
 
-    iqa_preprocess_S  teacher_S  student_S  detector_S  robust_classifier_S
+    iqa_preprocess_S  teacher_S  student_S  detector_S  guard_monitor_S  robust_classifier_S
 
 so every set S is called as `robust_classifier_S`, with the tensor contract of `robust_classifier`.
 Which set is the default is recorded by the repository itself: the one `robust_classifier_<name>`
@@ -22,14 +22,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from iqaguard.contract import BUILT_MEMBERS, ENSEMBLE, PREPROCESSOR
+from iqaguard.contract import BUILT_MEMBERS, ENSEMBLE, MONITOR, PREPROCESSOR
 
 CONFIG_FILE = "config.pbtxt"
 DEFAULT_SET = "fashion"  # the set `robust_classifier` serves unless a build says otherwise (--as-default)
 SET_NAME_RULE = "1-32 characters: a lowercase letter, then lowercase letters or digits"
 _SET_NAME = re.compile(r"[a-z][a-z0-9]{0,31}")
 _STEP_MODEL = re.compile(r'model_name:\s*"([^"]*)"')
-CHECKED_IN_MODELS = (PREPROCESSOR, *BUILT_MEMBERS, ENSEMBLE)  # the default set's slots; every set has these five
+CHECKED_IN_MODELS = (PREPROCESSOR, *BUILT_MEMBERS, MONITOR, ENSEMBLE)  # the default set's slots; every set has these
 ENSEMBLE_PREFIX = f"{ENSEMBLE}_"
 
 
@@ -93,6 +93,11 @@ class ModelSet:
         return self.model(PREPROCESSOR)
 
     @property
+    def monitor(self) -> str:
+        """The set's guard_monitor (metrics and audit log; not versioned, like the preprocessor)."""
+        return self.model(MONITOR)
+
+    @property
     def members(self) -> tuple[str, ...]:
         """The built TorchScript members (teacher, student, detector) under this set's names."""
         return tuple(self.model(base) for base in BUILT_MEMBERS)
@@ -148,6 +153,16 @@ def model_sets(repository: Path) -> list[ModelSet]:
     """Every set the repository declares: the default set first, then the others by name."""
     others = [ModelSet(name) for name, is_default in set_ensembles(repository).items() if not is_default]
     return [default_set(repository), *others]
+
+
+def set_label(model_dir: str | Path, model_name: str) -> str:
+    """The set a model serves, for metric labels and logs, from inside that model (its directory and name):
+    `<base>_<set>` serves <set>; a checked-in model serves the default set ("default" when it is unnamed)."""
+    for base in CHECKED_IN_MODELS:
+        suffix = model_name.removeprefix(f"{base}_")
+        if suffix != model_name and _SET_NAME.fullmatch(suffix):
+            return suffix
+    return default_set(Path(model_dir).parent).name or "default"
 
 
 def set_for_ensemble(repository: Path, ensemble: str) -> ModelSet:

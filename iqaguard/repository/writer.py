@@ -39,13 +39,14 @@ from iqaguard.repository.sets import (
     ModelSet,
     SetConflictError,
     check_set_name,
+    model_sets,
     set_ensemble,
     set_ensembles,
 )
 
 __all__ = [
-    "is_built", "name_default_set", "next_version", "prune", "remove_set", "set_file_texts", "sha256",
-    "write_member", "write_set",
+    "is_built", "name_default_set", "next_version", "prune", "remove_set", "render_generated", "set_file_texts",
+    "sha256", "write_member", "write_set",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,7 @@ def write_set(
                      (version, members[base], manifests[base]))  # fmt: skip
     preprocess = {PREPROCESS_FILE: texts[PREPROCESS_FILE]}
     preprocessor = _place_model(repository, model_set, model_set.preprocessor, preprocess)
+    _place_model(repository, model_set, model_set.monitor, {})
     ensembles = [_place_model(repository, model_set, name, {LABELS_FILE: texts[LABELS_FILE]})
                  for name in model_set.ensembles]  # fmt: skip
     if model_set.default:
@@ -218,6 +220,27 @@ def _check_same_inputs(repository: Path, model_set: ModelSet, texts: Mapping[str
             f"set {model_set.name!r} is built with other {' and '.join(changed)}; its versions must share labels "
             "and input size (a rollout switches only the members): build it under a new set name"
         )
+
+
+def render_generated(repository: Path) -> list[str]:
+    """Bring every built set's generated models up to date with the checked-in ones (configs, model.py),
+    creating those a set built by an older release lacks (e.g. guard_monitor_S); return what changed.
+    Ensembles go last, so a server never sees a step calling a model that is not there yet."""
+    repository = Path(repository)
+    changed = []
+    for model_set in model_sets(repository):
+        if not built_versions(repository, model_set):
+            continue
+        ordered = sorted(model_set.generated, key=lambda model: model_set.generated[model] == ENSEMBLE)
+        for model in ordered:
+            files = generated_files(repository, model, model_set)
+            current = [repository / model / relative for relative in files]
+            if all(path.is_file() and path.read_bytes() == files[path.relative_to(repository / model).as_posix()]
+                   for path in current):  # fmt: skip
+                continue
+            _place_model(repository, model_set, model, {})
+            changed.append(model)
+    return changed
 
 
 def name_default_set(repository: Path, name: str) -> Path:

@@ -19,7 +19,7 @@ from iqaguard.repository.check import check_repository, load_config, load_reposi
 from iqaguard.repository.sets import CHECKED_IN_MODELS, model_sets
 
 REPOSITORY = ROOT / "model_repository"
-MEMBERS = (contract.PREPROCESSOR, contract.TEACHER, contract.STUDENT, contract.DETECTOR)
+MEMBERS = (contract.PREPROCESSOR, contract.TEACHER, contract.STUDENT, contract.DETECTOR, contract.MONITOR)
 
 
 def test_checked_in_configs_are_consistent() -> None:
@@ -170,7 +170,7 @@ def test_catches_a_missing_producer(broken: BrokenCopy) -> None:
 def test_catches_an_ensemble_output_nobody_writes(broken: BrokenCopy) -> None:
     found = messages(broken(contract.ENSEMBLE, 'value: "VERDICT"', 'value: "VERDICTS"'))
     assert "ensemble output 'VERDICT' is not written by any step" in found
-    assert "'VERDICTS' written by step 3 (detector) is never used" in found
+    assert "'VERDICTS' written by step 4 (guard_monitor) is never used" in found
 
 
 def test_catches_a_tensor_written_twice(broken: BrokenCopy) -> None:
@@ -216,6 +216,6 @@ def test_catches_a_name_that_differs_from_its_directory(broken: BrokenCopy) -> N
 
 def test_command_line_exit_status(broken: BrokenCopy, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(REPOSITORY)]) == 0
-    assert "5 model configs OK" in capsys.readouterr().out
+    assert "6 model configs OK" in capsys.readouterr().out
     assert main([str(broken(contract.DETECTOR, "dims: [ 37 ]", "dims: [ 36 ]"))]) == 1
     assert "shape mismatch" in capsys.readouterr().err

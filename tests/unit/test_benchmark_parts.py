@@ -47,8 +47,9 @@ def test_ratios_per_level_and_at_peak() -> None:
 def test_speed_repository_parts(tmp_path: Path, fixture_repository: Path) -> None:
     copy_checked_in(CHECKED_IN_REPOSITORY, tmp_path)
     assert {path.parent.name for path in tmp_path.glob("*/config.pbtxt")} == {
-        "iqa_preprocess", "teacher", "student", "detector", "robust_classifier",
+        "iqa_preprocess", "teacher", "student", "detector", "guard_monitor", "robust_classifier",
     }  # fmt: skip
     assert (tmp_path / "iqa_preprocess" / "1" / "model.py").is_file() and (tmp_path / ENSEMBLE / "1").is_dir()
+    assert (tmp_path / "guard_monitor" / "1" / "model.py").is_file()
     assert not list(tmp_path.glob("*/*/model.pt"))  # configs only, never built artifacts
     assert artifact_meta(fixture_repository / "teacher" / "1" / "model.pt")["weights"] == "random"

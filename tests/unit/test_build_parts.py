@@ -258,7 +258,7 @@ CHECKED_IN = Path(__file__).resolve().parents[2] / "model_repository"
 
 def fake_repository(root: Path) -> Path:
     """The checked-in configs alone (no model.py, no built versions)."""
-    for member in ("teacher", "student", "detector", "robust_classifier", "iqa_preprocess"):
+    for member in ("teacher", "student", "detector", "guard_monitor", "robust_classifier", "iqa_preprocess"):
         (root / member).mkdir(parents=True)
         (root / member / "config.pbtxt").write_text((CHECKED_IN / member / "config.pbtxt").read_text())
     return root

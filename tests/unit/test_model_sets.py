@@ -67,7 +67,10 @@ def test_model_names_per_set() -> None:
     assert default.generated == {"robust_classifier_fashion": "robust_classifier"}
     assert other.members == ("teacher_natural", "student_natural", "detector_natural")
     assert other.ensembles == ("robust_classifier_natural",)
-    assert set(other.generated.values()) == {"iqa_preprocess", "teacher", "student", "detector", "robust_classifier"}
+    assert set(other.generated.values()) == {
+        "iqa_preprocess", "teacher", "student", "detector", "guard_monitor", "robust_classifier"
+    }
+    assert other.monitor == "guard_monitor_natural" and default.monitor == "guard_monitor"
 
 
 def test_two_sets_are_written_discovered_and_servable(repository: Path) -> None:
@@ -140,7 +143,7 @@ def test_a_new_default_set_replaces_the_old_ones_name(repository: Path, tmp_path
 
 def test_removing_a_set(repository: Path) -> None:
     removed = remove_set(repository, "small")
-    assert removed[0].name == "robust_classifier_small" and len(removed) == 5
+    assert removed[0].name == "robust_classifier_small" and len(removed) == 6
     assert model_sets(repository) == [ModelSet("fashion", default=True)] and messages(repository) == ""
     with pytest.raises(SetConflictError):
         remove_set(repository, "fashion")

@@ -6,8 +6,10 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from iqaguard.in_triton.busy import busy
+from iqaguard.in_triton.guard_metrics import InvalidInputMetrics
 from iqaguard.in_triton.preprocess import Preprocessor, RequestBudget
 from iqaguard.repository.layout import read_input_size
+from iqaguard.repository.sets import set_label
 
 
 class TritonPythonModel:
@@ -26,6 +28,7 @@ class TritonPythonModel:
                 max_pixels=int(params["max_request_pixels"]),
             ),
         )
+        self.invalid_inputs = InvalidInputMetrics(pb_utils, set_label(args["model_repository"], args["model_name"]))
 
     def execute(self, requests: list) -> list:
         with busy():
@@ -39,6 +42,7 @@ class TritonPythonModel:
         responses = []
         for result in self.preprocessor.run(batches):
             if isinstance(result, Exception):
+                self.invalid_inputs.record(getattr(result, "kind", "undecodable"))
                 error = pb_utils.TritonError(str(result), pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
                 continue

@@ -1,0 +1,23 @@
+"""Reading Triton's Prometheus endpoint in tests."""
+
+from __future__ import annotations
+
+import urllib.request
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Series (name{labels}) -> value from a metrics endpoint."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    series = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            series[key] = float(value)
+    return series
+
+
+def family_total(series: dict[str, float], name: str, **labels: str) -> float:
+    """Sum of family `name`'s series carrying every label given."""
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(v for k, v in series.items() if k.split("{")[0] == name and all(w in k for w in wanted))
