@@ -137,6 +137,9 @@ NATURAL_PGD_STEPS = 5
 # How a folder of a few hundred photos is used (natural and custom): clean images per role, perturbed ones.
 PHOTO_FOLDER_SPLITS = {"fit_pool": 120, "fit_images": NATURAL_PERTURBED, "calib_images": 120,
                        "eval_images": NATURAL_PERTURBED, "eval_clean": 120}
+# Unseen settings at 224²: CW-L2 and DeepFool cost ~10-20 s of CPU per image here, so fewer images and
+# two corruption severities (the natural and custom sets share them).
+PHOTO_UNSEEN = {"unseen_attack_images": 16, "unseen_corruption_images": NATURAL_PERTURBED, "unseen_severities": (2, 4)}
 
 PROFILES = {
     "fashion": Profile(
@@ -222,9 +225,7 @@ PROFILES = {
         teacher_epochs=0,
         student_epochs=NATURAL_STUDENT_EPOCHS,
         **PHOTO_FOLDER_SPLITS,
-        unseen_attack_images=16,  # CW-L2 and DeepFool cost ~10-20 s of CPU per 224² image here
-        unseen_corruption_images=NATURAL_PERTURBED,
-        unseen_severities=(2, 4),
+        **PHOTO_UNSEEN,
         pgd_steps=NATURAL_PGD_STEPS,
         targets=Targets(teacher_top1=0.75, student_agreement=None, auroc_attacks=0.90, auroc_severe_distortions=0.85,
                         build_seconds=1800.0),
@@ -252,6 +253,7 @@ PROFILES = {
         teacher_epochs=0,
         student_epochs=10,
         **PHOTO_FOLDER_SPLITS,
+        **PHOTO_UNSEEN,
         pgd_steps=NATURAL_PGD_STEPS,
         targets=Targets(student_agreement=None, auroc_attacks=0.90, auroc_severe_distortions=0.85,
                         build_seconds=1800.0),
