@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from support.fixture_models import write_fixture_repository
 from support.server import start_server
+from support.small_build import second_version, small_build
 
 from iqaguard.launcher.embedded import LOG_TAIL_CHARS
 from iqaguard.launcher.process import TritonServer
@@ -77,3 +78,15 @@ def photo() -> np.ndarray:
     from skimage import data
 
     return data.chelsea()
+
+
+@pytest.fixture(scope="session")
+def small_fashion_build(tmp_path_factory: pytest.TempPathFactory):
+    """A small real build of the fashion set as version 1 (tests/support/small_build.py)."""
+    return small_build(tmp_path_factory.mktemp("build"))
+
+
+@pytest.fixture(scope="session")
+def second_fashion_version(small_fashion_build, tmp_path_factory: pytest.TempPathFactory):
+    """A copy of the small build with a second, not yet live, fashion build as version 2."""
+    return second_version(small_fashion_build.repository, tmp_path_factory.mktemp("second-build"))

@@ -15,38 +15,26 @@ import pytest
 import torch
 from PIL import Image
 from support import CHECKED_IN_REPOSITORY
+from support.small_build import empty_repository
 
 from iqaguard.contract import BUILT_MEMBERS, DETECTOR, STUDENT, TEACHER, VERDICTS
 from iqaguard.iqa import brisque
 from iqaguard.models.wrappers import read_meta
 from iqaguard.operations.rollout import find_set, offline_rollout
-from iqaguard.pipeline import build_model_set, main
-from iqaguard.repository.layout import copy_checked_in, versions
+from iqaguard.pipeline import main
+from iqaguard.repository.layout import versions
 from iqaguard.repository.live import LIVE_CONFIG, live_version
 from iqaguard.repository.sets import ModelSet, model_sets
 from iqaguard.repository.writer import is_built, sha256
-from iqaguard.training.data import FASHION_DIR, FASHION_LABELS
+from iqaguard.training.data import FASHION_LABELS
 from iqaguard.training.perturb import CORRUPTIONS
 
 REPOSITORY = CHECKED_IN_REPOSITORY
-SMALL = {
-    "subset": 800, "epochs": 1, "student_epochs": 1, "fit_pool": 150, "fit_images": 24, "calib_images": 200,
-    "eval_images": 24, "eval_clean": 80, "test_images": 500, "pgd_steps": 2, "cache_dir": None,
-}
-
-
-def empty_repository(target: Path) -> Path:
-    """The checked-in part of the model repository only (configs, Python-backend code), as a fresh clone has it."""
-    return copy_checked_in(REPOSITORY, target)
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory):
-    if not FASHION_DIR.is_dir():
-        pytest.fail(f"{FASHION_DIR} missing: run `make setup` (installs the Debian package dataset-fashion-mnist)")
-    root = tmp_path_factory.mktemp("build")
-    repository = empty_repository(root / "model_repository")
-    return build_model_set("fashion", repository, reports=root / "reports", **SMALL)
+def built(small_fashion_build):
+    return small_fashion_build
 
 
 def test_writes_a_servable_version(built) -> None:
@@ -151,13 +139,12 @@ def test_writes_held_out_sample_images(built) -> None:
         assert answers[0].argmax() != answers[1].argmax(), path.name
 
 
-def test_next_build_adds_a_version_and_prunes(built, tmp_path: Path) -> None:
+def test_next_build_adds_a_version_and_prunes(second_fashion_version, tmp_path: Path) -> None:
     # A second build (random teacher: no training) into a copy of the repository: with keep=1 only the
     # newest would stay, but the live version 1 is protected and stays live until a rollout.
     repository = tmp_path / "model_repository"
-    shutil.copytree(built.repository, repository)
-    result = build_model_set("fashion", repository, weights="random", reports=tmp_path / "reports", keep=1,
-                             **{k: v for k, v in SMALL.items() if k not in ("epochs",)})
+    shutil.copytree(second_fashion_version.repository, repository)
+    result = second_fashion_version
     assert result.version == 2
     for member in BUILT_MEMBERS:
         assert versions(repository / member) == [1, 2]
@@ -167,7 +154,7 @@ def test_next_build_adds_a_version_and_prunes(built, tmp_path: Path) -> None:
     assert "model_version: 2" in (repository / "robust_classifier" / LIVE_CONFIG).read_text()
     assert read_meta(repository / TEACHER / "2" / "model.pt")["weights"] == "random"
     assert read_meta(repository / STUDENT / "2" / "model.pt")["teacher_weights"] == "random"
-    report = json.loads((tmp_path / "reports" / "report.json").read_text())
+    report = json.loads((result.repository.parent / "reports" / "report.json").read_text())
     assert any("RANDOM" in note for note in report["notes"])
 
 
