@@ -1,0 +1,159 @@
+"""`python -m iqaguard.redteam` (`make redteam PROFILE=...`): the adaptive black-box attack against a
+served model set, written into the set's report.
+
+Images: the build's held-out evaluation images (the same split the build evaluates on); only those the
+served ensemble answers correctly (where labels exist) and accepts are attacked. Writes
+<reports>/redteam.json and a section between markers in <reports>/report.md (created if missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from iqaguard.contract import VERDICT_ACCEPT
+from iqaguard.launcher.embedded import server_for
+from iqaguard.log import cli_logging
+from iqaguard.redteam.oracle import ServedOracle
+from iqaguard.redteam.square import evasion_rates, square_attack
+from iqaguard.repository.layout import default_repository
+from iqaguard.repository.sets import set_ensemble
+from iqaguard.training.config import BuildConfig
+from iqaguard.training.profiles import PROFILES
+from iqaguard.training.splits import load_data
+
+log = logging.getLogger(__name__)
+SECTION_START, SECTION_END = "<!-- redteam:start -->", "<!-- redteam:end -->"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m iqaguard.redteam", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="fashion", choices=sorted(PROFILES))
+    parser.add_argument("--images", type=Path, help="the photo folder the set was built from (folder profiles)")
+    parser.add_argument("--set-name", help="the set to attack (default: the profile's name)")
+    parser.add_argument("--ensemble", help="default: robust_classifier_<set>")
+    parser.add_argument("--count", type=int, default=100, help="images attacked per budget (default: %(default)s)")
+    parser.add_argument("--eps", default="2,4,8,16", help="L∞ budgets in 8-bit levels (/255), comma-separated")
+    parser.add_argument("--budgets", default="100,400,1000", help="query budgets reported (the largest is run)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repository", type=Path, default=default_repository())
+    parser.add_argument("--reports", type=Path, help="default: reports/<set> beside the repository")
+    parser.add_argument("--grpc-url", default="127.0.0.1:8001")
+    parser.add_argument("--http-url", default="127.0.0.1:8000")
+    parser.add_argument("--no-serve", action="store_true", help="fail instead of starting the embedded server")
+    return parser.parse_args(argv)
+
+
+def held_out_images(profile: str, images: Path | None, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The build's clean evaluation images as uint8 [N,H,W,3], with their labels where the set has them."""
+    config = BuildConfig(profile=profile, images=images, seed=seed, cache_dir=None)
+    data = load_data(config, PROFILES[profile])
+    return np.ascontiguousarray(data.eval.pixels.transpose(0, 2, 3, 1)), data.eval.labels
+
+
+def attackable(
+    oracle: ServedOracle, images: np.ndarray, labels: np.ndarray | None, count: int
+) -> tuple[np.ndarray, list[int], int]:
+    """Up to `count` images the served set accepts (and answers correctly, where labels exist), in split order,
+    with its answers to them and how many images were examined to find them."""
+    chosen: list[int] = []
+    original: list[int] = []
+    examined = 0
+    chunk = max(64, 2 * count)
+    while len(chosen) < count and examined < len(images):
+        answers = oracle(images[examined : examined + chunk])
+        for offset, answer in enumerate(answers):
+            index, answer_class = examined + offset, int(np.argmax(answer.probs))
+            if len(chosen) < count and answer.verdict == VERDICT_ACCEPT and (
+                labels is None or answer_class == int(labels[index])
+            ):
+                chosen.append(index)
+                original.append(answer_class)
+        examined += len(answers)
+    return images[chosen], original, examined
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    set_name = args.set_name or args.profile
+    ensemble = args.ensemble or set_ensemble(set_name)
+    eps_levels = [int(e) for e in args.eps.split(",")]
+    budgets = sorted(int(b) for b in args.budgets.split(","))
+    images, labels = held_out_images(args.profile, args.images, args.seed)
+    results: dict[str, object] = {"set": set_name, "ensemble": ensemble, "attacker": "black-box, Square-attack "
+                                  "random search on PROBS, SUSPICION and VERDICT", "budgets": budgets}  # fmt: skip
+    with server_for(args.grpc_url, args.http_url, args.repository, Path("triton-redteam.log"), not args.no_serve) as at:
+        oracle = ServedOracle(at.grpc_url, ensemble)
+        try:
+            chosen, original, examined = attackable(oracle, images, labels, args.count)
+            results["candidates"], results["attacked"] = examined, len(chosen)
+            per_eps = {}
+            for eps in eps_levels:
+                started, before = time.monotonic(), oracle.queries
+                outcomes = square_attack(oracle, chosen, original, eps, budgets[-1], np.random.default_rng(args.seed))
+                rates = evasion_rates(outcomes, budgets)
+                per_eps[f"{eps}/255"] = {
+                    "evasion": {str(b): rate for b, rate in rates.items()},
+                    "median_queries_to_evade": float(np.median([o.queries for o in outcomes if o.evaded]))
+                    if any(o.evaded for o in outcomes) else None,
+                    "queries": oracle.queries - before, "seconds": round(time.monotonic() - started, 1),
+                }  # fmt: skip
+                log.info("eps %d/255: evasion %s", eps, ", ".join(f"{b} q {r:.1%}" for b, r in rates.items()))
+            results["black_box"] = per_eps
+        finally:
+            oracle.close()
+    return results
+
+
+def section(results: dict[str, object]) -> str:
+    """The report's markdown section for these results."""
+    budgets = results["budgets"]
+    lines = [SECTION_START, "## Adaptive attacks (red team)", "",
+             f"Attacker: {results['attacker']}, against `{results['ensemble']}` as any client reaches it "
+             f"(8-bit PNG, the served path). {results['attacked']} held-out images that the set accepted"
+             f" (and answered correctly, where labels exist) out of {results['candidates']}. Evasion: the "
+             "teacher's answer changed and the verdict is `accept`.", "",
+             "| L∞ | " + " | ".join(f"{b} queries" for b in budgets) + " | median queries to evade |",
+             "|---|" + "---|" * (len(budgets) + 1)]  # fmt: skip
+    for eps, row in results["black_box"].items():
+        cells = " | ".join(f"{row['evasion'][str(b)]:.1%}" for b in budgets)
+        median = row["median_queries_to_evade"]
+        lines.append(f"| {eps} | {cells} | {'—' if median is None else f'{median:.0f}'} |")
+    return "\n".join([*lines, "", SECTION_END, ""])
+
+
+def write_section(report: Path, text: str) -> None:
+    """Put `text` into report.md between the markers, replacing an earlier red-team section."""
+    body = report.read_text() if report.is_file() else ""
+    if SECTION_START in body and SECTION_END in body:
+        head, rest = body.split(SECTION_START, 1)
+        body = head + text.rstrip("\n") + rest.split(SECTION_END, 1)[1]
+    else:
+        body = body.rstrip("\n") + ("\n\n" if body else "") + text
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cli_logging()
+    for host_port in (args.grpc_url, args.http_url):
+        if not host_port.startswith("127.0.0.1:"):
+            raise SystemExit(f"the red team attacks 127.0.0.1 only, got {host_port}")
+    results = run(args)
+    reports = args.reports or args.repository.resolve().parent / "reports" / results["set"]
+    reports.mkdir(parents=True, exist_ok=True)
+    (reports / "redteam.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_section(reports / "report.md", section(results))
+    print(section(results))
+    print(f"written: {reports / 'redteam.json'}, section in {reports / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
