@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import tritonclient.http as httpclient
 import yaml
 from support import ROOT
 from support.images import encode
+from support.metrics import family_total, scrape
 from tritonclient.utils import InferenceServerException
 
 from iqaguard.contract import ENSEMBLE, PREPROCESSOR
@@ -47,10 +47,16 @@ TRITON_METRICS = {
     "nv_inference_compute_infer_duration_us",
     "nv_inference_compute_output_duration_us",
     "nv_inference_pending_request_count",
+    "nv_inference_request_summary_us",
     "nv_cpu_utilization",
     "nv_cpu_memory_used_bytes",
     "nv_cpu_memory_total_bytes",
 }
+# The guard's own metrics (iqaguard.in_triton.guard_metrics), on the same endpoint.
+GUARD_METRICS = {
+    "iqaguard_verdicts_total", "iqaguard_invalid_inputs_total", "iqaguard_suspicion_bucket", "iqaguard_quality_bucket",
+    "iqaguard_calibrated_rejection_rate", "iqaguard_set_live_version",
+}  # fmt: skip
 GPU_METRICS = {"nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes", "nv_gpu_power_usage"}
 
 
@@ -68,7 +74,7 @@ def selected_metrics(expression: str) -> set[str]:
 
 def grafana_to_promql(expression: str) -> str:
     """Replace Grafana's variables by values Prometheus would see."""
-    return expression.replace("$__rate_interval", "1m").replace("$model", ".*")
+    return expression.replace("$__rate_interval", "1m").replace("$model", ".*").replace("$set", ".*")
 
 
 def adapter_to_promql(template: str) -> str:
@@ -176,7 +182,8 @@ def test_dashboard_queries_parse_and_use_triton_metrics() -> None:
         names = selected_metrics(grafana_to_promql(expression))
         assert names, expression
         used |= names
-    assert used <= TRITON_METRICS | GPU_METRICS, used - TRITON_METRICS - GPU_METRICS
+    assert used <= TRITON_METRICS | GPU_METRICS | GUARD_METRICS, used - TRITON_METRICS - GPU_METRICS - GUARD_METRICS
+    assert used >= GUARD_METRICS, "every guard metric has a panel"
     # Throughput, latency, queue time, failures/rejections and batching are all on the dashboard.
     assert {
         "nv_inference_request_success",
@@ -220,10 +227,12 @@ def test_adapter_rules_parse_and_use_triton_metrics() -> None:
         assert rule["resources"]["overrides"]["namespace"]["resource"] == "namespace"
 
 
-def test_queue_time_metric_excludes_the_ensemble() -> None:
-    """The ensemble scheduler does not queue; averaging it in would dilute the members' queue time."""
-    (rule,) = [r for r in adapter_rules() if r["name"]["as"] == "triton_queue_time_us_per_request"]
-    assert f'model!="{ENSEMBLE}"' in rule["metricsQuery"]
+def test_queue_time_metric_excludes_the_ensembles() -> None:
+    """Ensemble schedulers do not queue; averaging them in would dilute the members' queue time. Every set's
+    ensemble counts as a request (robust_classifier and robust_classifier_<set>)."""
+    rules = {r["name"]["as"]: r for r in adapter_rules()}
+    assert f'model!~"{ENSEMBLE}.*"' in rules["triton_queue_time_us_per_request"]["metricsQuery"]
+    assert f'model=~"{ENSEMBLE}(_.+)?"' in rules["triton_ensemble_requests_per_second"]["metricsQuery"]
 
 
 def test_hpa_metrics_are_served_by_the_adapter() -> None:
@@ -236,32 +245,16 @@ def test_hpa_metrics_are_served_by_the_adapter() -> None:
 # --- against the real server ----------------------------------------------------------------------
 
 
-def _scrape(url: str) -> dict[str, float]:
-    """Series (name{labels}) -> value from Triton's metrics endpoint."""
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    series = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, value = line.rsplit(" ", 1)
-            series[key] = float(value)
-    return series
-
-
-def _family(series: dict[str, float], name: str, **labels: str) -> float:
-    wanted = [f'{k}="{v}"' for k, v in labels.items()]
-    return sum(v for k, v in series.items() if k.split("{")[0] == name and all(w in k for w in wanted))
-
-
 @pytest.mark.integration
 def test_every_queried_metric_exists_on_the_real_server(triton_server) -> None:
-    exposed = {key.split("{")[0] for key in _scrape(triton_server.metrics_url)}
+    exposed = {key.split("{")[0] for key in scrape(triton_server.metrics_url)}
     queried = {name for e in dashboard_expressions() for name in selected_metrics(grafana_to_promql(e))}
     for rule in adapter_rules():
         queried |= selected_metrics(adapter_to_promql(rule["metricsQuery"]))
     missing = (queried - GPU_METRICS) - exposed
     assert not missing, f"queried but not exposed by Triton: {missing}"
     assert TRITON_METRICS - {"nv_cpu_memory_used_bytes", "nv_cpu_utilization", "nv_cpu_memory_total_bytes"} <= exposed
+    assert exposed >= GUARD_METRICS
 
 
 @pytest.mark.integration
@@ -274,25 +267,25 @@ def test_a_rejected_image_counts_as_an_ensemble_failure(triton_server, photo: np
         tensor.set_data_from_numpy(np.array([[data]], dtype=np.object_))
         client.infer(ENSEMBLE, [tensor])
 
-    before = _scrape(triton_server.metrics_url)
+    before = scrape(triton_server.metrics_url)
     send(encode(photo, "JPEG", quality=90))
     with pytest.raises(InferenceServerException):
         send(b"this is not an image")
     client.close()
     deadline = time.monotonic() + 10
     while True:
-        after = _scrape(triton_server.metrics_url)
-        failed = _family(after, "nv_inference_request_failure", model=ENSEMBLE) - _family(
+        after = scrape(triton_server.metrics_url)
+        failed = family_total(after, "nv_inference_request_failure", model=ENSEMBLE) - family_total(
             before, "nv_inference_request_failure", model=ENSEMBLE
         )
         if failed or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert _family(after, "nv_inference_request_success", model=ENSEMBLE) > _family(
+    assert family_total(after, "nv_inference_request_success", model=ENSEMBLE) > family_total(
         before, "nv_inference_request_success", model=ENSEMBLE
     )
     assert failed == 2, "Triton 2.51 counts a failed ensemble request twice; update the dashboard text if not"
-    member_failed = _family(after, "nv_inference_request_failure", model=PREPROCESSOR) - _family(
+    member_failed = family_total(after, "nv_inference_request_failure", model=PREPROCESSOR) - family_total(
         before, "nv_inference_request_failure", model=PREPROCESSOR
     )
     assert member_failed == 0, "the per-request error is counted against the ensemble, not the member"
