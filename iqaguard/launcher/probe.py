@@ -44,6 +44,16 @@ def _request_body(image: bytes) -> tuple[bytes, int]:
     return encoded + struct.pack("<I", len(image)) + image, len(encoded)
 
 
+def model_ready(http_url: str, model: str, timeout_s: float = 5.0) -> bool:
+    """Whether Triton says `model` is loaded and ready (200 from /v2/models/<model>/ready); an unloaded model
+    (e.g. a set an operator took off the server) is not. A model whose stub died still says ready."""
+    try:
+        with urllib.request.urlopen(f"http://{http_url}/v2/models/{model}/ready", timeout=timeout_s) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def deep_ready(http_url: str, model: str = DEFAULT_MODEL, timeout_s: float = 10.0) -> str | None:
     """None when `model` at http_url (host:port) answers a real inference, else why it did not."""
     body, header_length = _request_body(tiny_png())

@@ -16,7 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 
-from iqaguard.launcher.probe import deep_ready
+from iqaguard.launcher.probe import deep_ready, model_ready
 
 
 def dead_stubs(group: int, proc: str = "/proc") -> list[int]:
@@ -47,25 +47,24 @@ class Watchdog:
         self._failed_in_a_row = 0
         self._dead_before: set[int] = set()
 
-    def dead(self) -> str | None:
-        """Why the server is broken when one of its stubs died, else None."""
-        dead = dead_stubs(self.group)
-        return f"backend stub process(es) {dead} died" if dead else None
-
     def lasting_dead(self) -> str | None:
-        """Like dead(), counting only stubs the previous call found dead too. While models load, Triton's
-        Python backend runs short-lived helper processes that stay zombies until it reaps them (measured:
-        5 while the fixture repository loaded), so one sighting then is no fault."""
+        """Why the server is broken when one of its stubs died, counting only stubs the previous call found
+        dead too, else None. While models load, Triton's Python backend runs short-lived helper processes
+        that stay zombies until it reaps them (measured: 5 while the fixture repository loaded), so one
+        sighting is no fault; a dead stub stays a zombie and is caught by the next call."""
         dead = set(dead_stubs(self.group))
         lasting, self._dead_before = sorted(dead & self._dead_before), dead
         return f"backend stub process(es) {lasting} died" if lasting else None
 
     def fault(self) -> str | None:
-        """One check: a dead stub at once, a failing deep probe after `failures` checks in a row."""
-        dead = self.dead()
+        """One check: a stub dead in two checks running (loading a model, e.g. in a rollout, leaves short-lived
+        zombies), a failing deep probe after `failures` checks in a row. Models Triton reports not loaded
+        (a set unloaded by an operator) are not probed: unloading is not a fault."""
+        dead = self.lasting_dead()
         if dead:
             return dead
-        problems = [p for m in self.models if (p := deep_ready(self.http_url, m))]
+        loaded = [m for m in self.models if model_ready(self.http_url, m)]
+        problems = [p for m in loaded if (p := deep_ready(self.http_url, m))]
         problems = [p for p in problems if "timed out" not in p]  # busy is not broken
         self._failed_in_a_row = self._failed_in_a_row + 1 if problems else 0
         if self._failed_in_a_row >= self.failures:

@@ -1,8 +1,12 @@
-"""When the launcher calls an exit a crash, and how many restarts it allows before handing over."""
+"""When the launcher calls an exit a crash, how many restarts it allows before handing over, and what the
+watchdog counts as a fault."""
 
 from __future__ import annotations
 
+import http.server
 import signal
+import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -43,3 +47,43 @@ def test_only_a_lasting_zombie_counts_while_models_load(monkeypatch: pytest.Monk
     assert dog.lasting_dead() is None  # 101 gone, 102 new
     assert dog.lasting_dead() == "backend stub process(es) [102] died"
     assert dog.lasting_dead() == "backend stub process(es) [103] died"
+
+
+class _FakeTriton(http.server.BaseHTTPRequestHandler):
+    """`served` answers ready and infers; `broken` answers ready but fails inference; others are not loaded."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        model = self.path.split("/")[3]
+        self.send_response(200 if model in ("served", "broken") else 400)
+        self.end_headers()
+
+    def do_POST(self) -> None:
+        model = self.path.split("/")[3]
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = b'{"outputs": [{"name": "VERDICT", "data": ["accept"]}]}' if model == "served" else b'{"error": "x"}'
+        self.send_response(200 if model == "served" else 500)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def fake_triton() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeTriton)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_an_unloaded_set_is_not_a_fault_but_a_broken_one_is(fake_triton: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from iqaguard.launcher import watchdog
+
+    monkeypatch.setattr(watchdog, "dead_stubs", lambda group: [])
+    unloaded = watchdog.Watchdog(fake_triton, group=1, models=["served", "unloaded"], failures=2)
+    assert [unloaded.fault() for _ in range(3)] == [None, None, None]
+    broken = watchdog.Watchdog(fake_triton, group=1, models=["served", "broken"], failures=2)
+    assert broken.fault() is None
+    assert "deep readiness failed 2 times: broken: HTTP 500" in broken.fault()
