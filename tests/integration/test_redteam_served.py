@@ -22,6 +22,7 @@ def test_redteam_command_writes_its_section(triton_server, tmp_path: Path) -> No
     command = [
         sys.executable, "-m", "iqaguard.redteam", "--profile", "fashion", "--set-name", "fixture",
         "--ensemble", ENSEMBLE, "--count", "3", "--eps", "8,16", "--budgets", "5,15", "--no-serve",
+        "--whitebox-steps", "3", "--repository", str(triton_server.options.repository),
         "--grpc-url", triton_server.grpc_url, "--http-url", triton_server.http_url, "--reports", str(reports),
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
@@ -32,8 +33,12 @@ def test_redteam_command_writes_its_section(triton_server, tmp_path: Path) -> No
         row = figures["black_box"][eps]
         assert 0 <= row["evasion"]["5"] <= row["evasion"]["15"] <= 1
         assert figures["attacked"] <= row["queries"] <= figures["attacked"] * 15
+    white = figures["white_box"]
+    assert white["version"] == 1 and white["steps"] == 3
+    for eps in ("8/255", "16/255"):
+        assert 0 <= white[eps]["evasion"] <= white[eps]["in_process_evasion"] <= 1  # served confirms, never adds
     report = (reports / "report.md").read_text()
-    assert report.startswith("# Build report") and "## Adaptive attacks (red team)" in report
+    assert report.startswith("# Build report") and "## Adaptive attacks (red team)" in report and "White-box" in report
     refused = subprocess.run([*command[:-6], "--grpc-url", "10.0.0.1:8001", "--http-url", triton_server.http_url],
                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert refused.returncode != 0 and "127.0.0.1 only" in refused.stderr

@@ -95,3 +95,28 @@ def test_report_section_is_replaced_not_repeated(tmp_path: Path) -> None:
     text = report.read_text()
     assert text.startswith("# Build report") and text.count(SECTION_START) == 1 and text.count(SECTION_END) == 1
     assert "| 8/255 | 20.0% | 60.0% | 120 |" in text
+
+
+def test_white_box_pgd_stays_in_budget_and_its_evasions_are_real() -> None:
+    import torch
+    from support.fixture_models import fixture_modules
+
+    from iqaguard.iqa import brisque
+    from iqaguard.redteam.whitebox import GuardMembers, guard_pgd
+
+    modules = fixture_modules(seed=0)
+    members = GuardMembers(modules["teacher"], modules["student"], modules["detector"])
+    images = np.random.default_rng(0).integers(40, 216, size=(6, 32, 32, 3), dtype=np.uint8)
+    pixels = torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+    with torch.no_grad():
+        logits, _, _ = members.answer(pixels, torch.from_numpy(brisque(pixels.numpy())))
+    labels = [int(i) for i in logits.argmax(1)]
+    outcomes = guard_pgd(members, images, labels, 16, 10, np.random.default_rng(0))
+    assert len(outcomes) == 6
+    for outcome, base, label in zip(outcomes, images, labels, strict=True):
+        assert np.abs(outcome.image.astype(int) - base.astype(int)).max() <= 16
+        assert 0 <= outcome.steps <= 10
+        adversarial = torch.from_numpy(outcome.image.transpose(2, 0, 1)[None].astype(np.float32) / 255)
+        with torch.no_grad():
+            logits, _, verdicts = members.answer(adversarial, torch.from_numpy(brisque(adversarial.numpy())))
+        assert outcome.evaded == (int(logits.argmax()) != label and verdicts[0] == "accept")
