@@ -9,6 +9,7 @@ hand in a recorder instead. Families, one series per set (label `set`):
 - iqaguard_suspicion{set}, iqaguard_quality{set}   histograms of SUSPICION and QUALITY
 - iqaguard_calibrated_rejection_rate{set}     the clean false-rejection rate the live build measured
 - iqaguard_set_live_version{set}              the set's live version (gone when the set is unloaded)
+- iqaguard_probe_flags_total{set}             images flagged for disagreeing with near-identical recent ones
 """
 
 from __future__ import annotations
@@ -47,9 +48,17 @@ class VerdictMetrics:
         self._rate = self._rate_family.Metric(labels=labels)
         self._version_family = family("iqaguard_set_live_version", "Live version of the model set", family.GAUGE)
         self._version = self._version_family.Metric(labels=labels)
+        described = "Images flagged for disagreeing with near-identical ones"
+        self._probes_family = family("iqaguard_probe_flags_total", described, family.COUNTER)
+        self._probes = self._probes_family.Metric(labels=labels)
 
-    def record(self, verdicts: Sequence[str], suspicion: Sequence[float], quality: Sequence[float]) -> None:
-        """Count each image's verdict and record its SUSPICION and QUALITY."""
+    def record(
+        self, verdicts: Sequence[str], suspicion: Sequence[float], quality: Sequence[float],
+        probes: Sequence[bool] | None = None,
+    ) -> None:
+        """Count each image's verdict (and probe flag) and record its SUSPICION and QUALITY."""
+        if probes is not None:
+            self._probes.increment(float(sum(bool(p) for p in probes)))
         for verdict, score, brisque in zip(verdicts, suspicion, quality, strict=True):
             counter = self._verdicts.get(verdict)
             if counter is not None:
@@ -76,13 +85,16 @@ class InvalidInputMetrics:
         self._counters[kind if kind in self._counters else "undecodable"].increment(1)
 
 
-def audit_line(set_name: str, request_id: str, item: int, verdict: str, suspicion: float, quality: float) -> str:
-    """One flagged image as a log line: numbers and names only, never image content. The client's request
-    id is quoted and capped, so it cannot forge or split log lines."""
+def audit_line(
+    set_name: str, request_id: str, item: int, verdict: str, suspicion: float, quality: float, by: str = "detector"
+) -> str:
+    """One flagged image as a log line: numbers and names only, never image content; `by` says what
+    flagged it (detector, probe). The client's request id is quoted and capped, so it cannot forge or
+    split log lines."""
     quoted = json.dumps(request_id[:MAX_REQUEST_ID_CHARS], ensure_ascii=True)
     return (
         f"iqaguard audit: set={set_name} request_id={quoted} item={item} verdict={verdict} "
-        f"suspicion={suspicion:.4f} quality={quality:.2f}"
+        f"suspicion={suspicion:.4f} quality={quality:.2f} by={by}"
     )
 
 

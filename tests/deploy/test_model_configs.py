@@ -108,11 +108,11 @@ def messages(repository: Path) -> str:
 
 def test_catches_a_misspelt_ensemble_tensor(broken: BrokenCopy) -> None:
     repo = broken(
-        contract.ENSEMBLE, 'value: "teacher_logits" }\n      input_map', 'value: "teacher_logit" }\n      input_map'
+        contract.ENSEMBLE, 'value: "student_logits" }\n      output_map', 'value: "student_logit" }\n      output_map'
     )
     found = messages(repo)
-    assert "'teacher_logit' read by step 3 (detector) is neither an ensemble input nor written" in found
-    assert "'teacher_logits' written by step 1 (teacher) is never used" in found
+    assert "'student_logit' read by step 3 (detector) is neither an ensemble input nor written" in found
+    assert "'student_logits' written by step 2 (student) is never used" in found
 
 
 def test_catches_a_wrong_member_input_name(broken: BrokenCopy) -> None:
@@ -153,7 +153,7 @@ def test_catches_a_rank_mismatch(broken: BrokenCopy) -> None:
 
 
 def test_catches_a_missing_producer(broken: BrokenCopy) -> None:
-    """Drop the preprocessing step: nothing writes pixels/iqa/QUALITY and IMAGE goes unused."""
+    """Drop the preprocessing step: nothing writes pixels/iqa/quality and IMAGE goes unused."""
     path = broken.root / contract.ENSEMBLE / "config.pbtxt"
     config = load_config(path)
     assert config.ensemble_scheduling.step[0].model_name == contract.PREPROCESSOR
@@ -162,8 +162,9 @@ def test_catches_a_missing_producer(broken: BrokenCopy) -> None:
     found = messages(broken.root)
     assert "ensemble tensor 'pixels' read by step 0 (teacher), step 1 (student) is neither" in found
     assert "ensemble tensor 'iqa' read by step 2 (detector) is neither" in found
-    assert "ensemble output 'QUALITY' is not written by any step" in found
+    assert "ensemble tensor 'quality' read by step 3 (guard_monitor) is neither" in found
     assert "ensemble input 'IMAGE' is not used by any step" in found
+    assert "ensemble output 'QUALITY' can never be computed" in found
     assert "ensemble output 'SUSPICION' can never be computed" in found
 
 

@@ -106,3 +106,20 @@ def test_the_monitors_added_latency_is_small(triton_server) -> None:
     print(f"\nguard_monitor {monitor / 1000:.2f} ms of the ensemble's {ensemble / 1000:.2f} ms per request "
           f"({monitor / ensemble:.1%})")  # fmt: skip
     assert 0 < monitor < ensemble
+
+
+@pytest.mark.parametrize("asked", [("PROBS",), ("QUALITY",), ("SUSPICION",), ("VERDICT",), ("PROBS", "VERDICT")])
+def test_every_request_is_guarded_whatever_outputs_it_asks_for(triton_server, asked: tuple[str, ...]) -> None:
+    """Triton runs only the steps a request's asked-for outputs need: every output comes from the monitor,
+    so a PROBS-only request is still seen by the detector, the metrics and the probe memory."""
+    client = httpclient.InferenceServerClient(triton_server.http_url, network_timeout=120)
+    tensor = httpclient.InferInput("IMAGE", [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[_photo("astronaut")]], dtype=np.object_))
+    before = scrape(triton_server.metrics_url)
+    outputs = [httpclient.InferRequestedOutput(name, class_count=3 if name == "PROBS" else 0) for name in asked]
+    result = client.infer(ENSEMBLE, [tensor], outputs=outputs)
+    assert all(result.as_numpy(name) is not None for name in asked)
+    time.sleep(SCRAPE_SETTLE_S)
+    after = scrape(triton_server.metrics_url)
+    assert sum(family_total(after, "iqaguard_verdicts_total", set=SET, verdict=v) -
+               family_total(before, "iqaguard_verdicts_total", set=SET, verdict=v) for v in VERDICTS) == 1  # fmt: skip

@@ -62,10 +62,13 @@ def test_verdicts_are_counted_per_set_and_scores_observed() -> None:
     metrics.record(["accept", "adversarial", "accept", "low_quality"], [0.1, 0.9, 0.2, 0.7], [20.0, 30.0, 25.0, 90.0])
     counts = {dict(key)["verdict"]: m.value for key, m in _series("iqaguard_verdicts_total").items()}
     assert counts == {"accept": 2, "adversarial": 1, "low_quality": 1}
+    assert FakeFamily.made["iqaguard_probe_flags_total"].metrics[0].value == 0
     assert all(m.labels["set"] == "natural" for m in FakeFamily.made["iqaguard_verdicts_total"].metrics)
     (suspicion,) = FakeFamily.made["iqaguard_suspicion"].metrics
-    assert suspicion.observed == pytest.approx([0.1, 0.9, 0.2, 0.7]) and suspicion.buckets[-1] < 1
-    assert FakeFamily.made["iqaguard_quality"].metrics[0].observed == pytest.approx([20, 30, 25, 90])
+    assert suspicion.observed[:4] == pytest.approx([0.1, 0.9, 0.2, 0.7]) and suspicion.buckets[-1] < 1
+    assert FakeFamily.made["iqaguard_quality"].metrics[0].observed[:4] == pytest.approx([20, 30, 25, 90])
+    metrics.record(["adversarial", "accept"], [0.2, 0.1], [30.0, 20.0], probes=[True, False])
+    assert FakeFamily.made["iqaguard_probe_flags_total"].metrics[0].value == 1
     metrics.set_live(3, 0.04)
     assert FakeFamily.made["iqaguard_set_live_version"].metrics[0].value == 3
     assert FakeFamily.made["iqaguard_calibrated_rejection_rate"].metrics[0].value == pytest.approx(0.04)
@@ -112,7 +115,7 @@ def test_audit_line_holds_numbers_and_a_quoted_capped_request_id() -> None:
     line = audit_line("fashion", 'id-7"\nset=other verdict=accept', 2, "adversarial", 0.91234, 12.345)
     assert "\n" not in line and line.count("set=") == 2 and line.startswith("iqaguard audit: set=fashion ")
     assert 'request_id="id-7\\"\\nset=other verdict=accept"' in line  # the forged fields stay inside the quotes
-    assert line.endswith("item=2 verdict=adversarial suspicion=0.9123 quality=12.35")
+    assert line.endswith("item=2 verdict=adversarial suspicion=0.9123 quality=12.35 by=detector")
     long = audit_line("s", "x" * 10_000, 0, "low_quality", 0.5, 80.0)
     assert len(long) < MAX_REQUEST_ID_CHARS + 120
     assert json.loads(audit_line("s", "é", 0, "adversarial", 0, 0).split("request_id=")[1].split(" ")[0]) == "é"

@@ -1,8 +1,9 @@
-"""Triton Python-backend glue for guard_monitor: metrics and audit lines (iqaguard.in_triton.guard_metrics).
+"""Triton Python-backend glue for guard_monitor: metrics and audit lines (iqaguard.in_triton.guard_metrics),
+and the probe memory (iqaguard.in_triton.query_memory).
 
-The detector's VERDICT comes in as VERDICT_IN and goes out unchanged as VERDICT, so the ensemble's
-answer is the detector's and this step is on every request's path: a monitor that stops answering is
-seen by the server's readiness probe, never hidden.
+The detector's VERDICT comes in as VERDICT_IN and goes out as VERDICT, unchanged unless the image
+continues a probe (then `adversarial`). This step is on every request's path: a monitor that stops
+answering is seen by the server's readiness probe, never hidden.
 """
 
 import json
@@ -13,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from iqaguard.contract import VERDICT_ACCEPT
+from iqaguard.contract import VERDICT_ACCEPT, VERDICT_ADVERSARIAL
 from iqaguard.in_triton.busy import busy
 from iqaguard.in_triton.guard_metrics import VerdictMetrics, audit_line, live_build
+from iqaguard.in_triton.query_memory import ProbeRule, QueryMemory
 from iqaguard.repository.sets import set_label
 
 LIVE_CHECK_S = 1.0  # how often the live version is looked up again (a rollout does not reload this model)
@@ -31,6 +33,14 @@ class TritonPythonModel:
         self.repository = Path(args["model_repository"]).parent
         self.set_name = set_label(args["model_repository"], args["model_name"])
         self.metrics = VerdictMetrics(pb_utils, self.set_name)
+        neighbours = int(params.get("probe_neighbours", "3"))
+        rule = ProbeRule(
+            radius=float(params.get("probe_radius", "0.07")),
+            neighbours=neighbours,
+            window_s=float(params.get("probe_window_s", "600")),
+            capacity=int(params.get("probe_capacity", "4096")),
+        )
+        self.memory = QueryMemory(rule) if neighbours > 0 else None
         self.logger = pb_utils.Logger
         self._live_checked = 0.0
         self._live_stamp: float | None = None
@@ -60,10 +70,25 @@ class TritonPythonModel:
         suspicion = pb_utils.get_input_tensor_by_name(request, "SUSPICION").as_numpy().reshape(-1)
         quality = pb_utils.get_input_tensor_by_name(request, "QUALITY").as_numpy().reshape(-1)
         names = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in verdict.reshape(-1)]
-        self.metrics.record(names, suspicion, quality)
+        probes = [False] * len(names)
+        if self.memory is not None:
+            signatures = pb_utils.get_input_tensor_by_name(request, "SIGNATURE").as_numpy()
+            digests = pb_utils.get_input_tensor_by_name(request, "DIGEST").as_numpy().reshape(-1)
+            classes = pb_utils.get_input_tensor_by_name(request, "TEACHER_LOGITS").as_numpy().argmax(axis=1)
+            probes = self.memory.observe(signatures, digests, classes, time.monotonic()).tolist()
+            names = [VERDICT_ADVERSARIAL if probe else name for name, probe in zip(names, probes, strict=True)]
+        self.metrics.record(names, suspicion, quality, probes)
         if self.audit:
             for item, name in enumerate(names):
                 if name != VERDICT_ACCEPT:
                     self.logger.log_info(audit_line(self.set_name, request.request_id(), item, name,
-                                                    float(suspicion[item]), float(quality[item])))  # fmt: skip
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("VERDICT", np.asarray(verdict, np.object_))])
+                                                    float(suspicion[item]), float(quality[item]),
+                                                    "probe" if probes[item] else "detector"))  # fmt: skip
+        answer = np.array([name.encode() for name in names], dtype=np.object_).reshape(verdict.shape)
+        probs = pb_utils.get_input_tensor_by_name(request, "PROBS_IN").as_numpy()
+        return pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor("PROBS", probs),
+            pb_utils.Tensor("QUALITY_OUT", quality.reshape(-1, 1)),
+            pb_utils.Tensor("SUSPICION_OUT", suspicion.reshape(-1, 1)),
+            pb_utils.Tensor("VERDICT", answer),
+        ])  # fmt: skip
