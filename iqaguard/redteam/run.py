@@ -9,15 +9,19 @@ served ensemble answers correctly (where labels exist) and accepts are attacked.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from iqaguard.contract import VERDICT_ACCEPT
+from iqaguard.in_triton.query_memory import ProbeRule, QueryMemory, digest, signature
 from iqaguard.launcher.embedded import server_for
 from iqaguard.log import cli_logging
 from iqaguard.operations.rollout import find_set
@@ -63,24 +67,44 @@ def held_out_images(profile: str, images: Path | None, seed: int) -> tuple[np.nd
 
 def attackable(
     oracle: ServedOracle, images: np.ndarray, labels: np.ndarray | None, count: int
-) -> tuple[np.ndarray, list[int], int]:
-    """Up to `count` images the served set accepts (and answers correctly, where labels exist), in split order,
-    with its answers to them and how many images were examined to find them."""
+) -> tuple[list[int], list[int], int]:
+    """Indices of up to `count` images the served set accepts (and answers correctly, where labels exist), in
+    split order, the served class of every image examined, and how many were examined to find them."""
     chosen: list[int] = []
-    original: list[int] = []
-    examined = 0
+    classes: list[int] = []
     chunk = max(64, 2 * count)
-    while len(chosen) < count and examined < len(images):
-        answers = oracle(images[examined : examined + chunk])
-        for offset, answer in enumerate(answers):
-            index, answer_class = examined + offset, int(np.argmax(answer.probs))
+    while len(chosen) < count and len(classes) < len(images):
+        start = len(classes)
+        for offset, answer in enumerate(oracle(images[start : start + chunk])):
+            index, answer_class = start + offset, int(np.argmax(answer.probs))
+            classes.append(answer_class)
             if len(chosen) < count and answer.verdict == VERDICT_ACCEPT and (
                 labels is None or answer_class == int(labels[index])
             ):
                 chosen.append(index)
-                original.append(answer_class)
-        examined += len(answers)
-    return images[chosen], original, examined
+    return chosen, classes, len(classes)
+
+
+def clean_probe_flags(oracle: ServedOracle, images: np.ndarray, classes: list[int]) -> dict[str, object]:
+    """How often the probe memory (its default rule, fresh) would flag ordinary traffic: the clean images
+    once each, in order, with their served classes; then each re-sent as five JPEG re-encodings (a
+    pipeline re-sending one scene), classes as served."""
+    pixels = images.transpose(0, 3, 1, 2).astype(np.float32) / 255
+    once = QueryMemory(ProbeRule()).observe(signature(pixels), digest(pixels), np.array(classes), now=0.0)
+    sample = images[: min(len(images), 200)]
+    copies = np.stack([jpeg_round_trip(image, quality) for image in sample for quality in (95, 90, 85, 80, 75)])
+    served = [int(np.argmax(a.probs)) for a in oracle(copies)]
+    copy_pixels = copies.transpose(0, 3, 1, 2).astype(np.float32) / 255
+    resent = QueryMemory(ProbeRule()).observe(signature(copy_pixels), digest(copy_pixels), np.array(served), now=0.0)
+    return {"clean_once": {"images": len(once), "flagged": int(once.sum())},
+            "jpeg_resent_5x": {"images": len(resent), "flagged": int(resent.sum())}}  # fmt: skip
+
+
+def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
+    """`image` as a client re-encoding it as JPEG at `quality` would send it (uint8 [H,W,3])."""
+    buffer = io.BytesIO()
+    Image.fromarray(image, mode="RGB").save(buffer, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
@@ -91,15 +115,23 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     images, labels = held_out_images(args.profile, args.images, args.seed)
     results: dict[str, object] = {"set": set_name, "ensemble": ensemble, "attacker": "black-box, Square-attack "
                                   "random search on PROBS, SUSPICION and VERDICT", "budgets": budgets}  # fmt: skip
+    # Each attack gets its own images: the server's probe memory would otherwise see one attack's queries
+    # as the neighbours of the next one's.
+    groups = len(eps_levels) * (2 if args.whitebox_steps > 0 else 1)
     with server_for(args.grpc_url, args.http_url, args.repository, Path("triton-redteam.log"), not args.no_serve) as at:
         oracle = ServedOracle(at.grpc_url, ensemble)
         try:
-            chosen, original, examined = attackable(oracle, images, labels, args.count)
-            results["candidates"], results["attacked"] = examined, len(chosen)
+            chosen, classes, examined = attackable(oracle, images, labels, args.count * groups)
+            per_group = len(chosen) // groups
+            results["candidates"], results["attacked"] = examined, per_group
+            results["probe_memory_on_ordinary_traffic"] = clean_probe_flags(oracle, images[:examined], classes)
+            group = iter(np.array_split(np.array(chosen[: per_group * groups], dtype=int), groups))
             per_eps = {}
             for eps in eps_levels:
+                index = next(group)
                 started, before = time.monotonic(), oracle.queries
-                outcomes = square_attack(oracle, chosen, original, eps, budgets[-1], np.random.default_rng(args.seed))
+                outcomes = square_attack(oracle, images[index], [classes[i] for i in index], eps, budgets[-1],
+                                         np.random.default_rng(args.seed))  # fmt: skip
                 rates = evasion_rates(outcomes, budgets)
                 per_eps[f"{eps}/255"] = {
                     "evasion": {str(b): rate for b, rate in rates.items()},
@@ -110,15 +142,15 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 log.info("eps %d/255: evasion %s", eps, ", ".join(f"{b} q {r:.1%}" for b, r in rates.items()))
             results["black_box"] = per_eps
             if args.whitebox_steps > 0:
-                results["white_box"] = white_box(args, set_name, oracle, chosen, original, eps_levels)
+                results["white_box"] = white_box(args, set_name, oracle, images, classes, group, eps_levels)
         finally:
             oracle.close()
     return results
 
 
 def white_box(
-    args: argparse.Namespace, set_name: str, oracle: ServedOracle, images: np.ndarray, original: list[int],
-    eps_levels: list[int],
+    args: argparse.Namespace, set_name: str, oracle: ServedOracle, images: np.ndarray, classes: list[int],
+    groups: Iterator[np.ndarray], eps_levels: list[int],
 ) -> dict[str, object]:
     """PGD through the live version's members; an evasion counts only when the served ensemble confirms it."""
     model_set = find_set(args.repository, set_name)
@@ -126,8 +158,11 @@ def white_box(
     members = GuardMembers.load(args.repository, model_set, version)
     per_eps: dict[str, object] = {"version": version, "steps": args.whitebox_steps}
     for eps in eps_levels:
+        index = next(groups)
+        original = [classes[i] for i in index]
         started = time.monotonic()
-        outcomes = guard_pgd(members, images, original, eps, args.whitebox_steps, np.random.default_rng(args.seed))
+        outcomes = guard_pgd(members, images[index], original, eps, args.whitebox_steps,
+                             np.random.default_rng(args.seed))  # fmt: skip
         served = oracle(np.stack([o.image for o in outcomes])) if outcomes else []
         confirmed = [o.evaded and attack_loss(a, label)[1] for o, a, label in zip(outcomes, served, original,
                                                                                    strict=True)]  # fmt: skip
@@ -145,15 +180,23 @@ def section(results: dict[str, object]) -> str:
     budgets = results["budgets"]
     lines = [SECTION_START, "## Adaptive attacks (red team)", "",
              f"Attacker: {results['attacker']}, against `{results['ensemble']}` as any client reaches it "
-             f"(8-bit PNG, the served path). {results['attacked']} held-out images that the set accepted"
-             f" (and answered correctly, where labels exist) out of {results['candidates']}. Evasion: the "
-             "teacher's answer changed and the verdict is `accept`.", "",
+             f"(8-bit PNG, the served path). {results['attacked']} held-out images per attack and budget (each "
+             f"attack its own, from the {results['candidates']} examined: those the set accepted and answered "
+             "correctly, where labels exist). Evasion: the teacher's answer changed and the verdict is `accept`.",
+             "",
              "| L∞ | " + " | ".join(f"{b} queries" for b in budgets) + " | median queries to evade |",
              "|---|" + "---|" * (len(budgets) + 1)]  # fmt: skip
     for eps, row in results["black_box"].items():
         cells = " | ".join(f"{row['evasion'][str(b)]:.1%}" for b in budgets)
         median = row["median_queries_to_evade"]
         lines.append(f"| {eps} | {cells} | {'—' if median is None else f'{median:.0f}'} |")
+    probe = results.get("probe_memory_on_ordinary_traffic")
+    if probe:
+        once = probe["clean_once"]
+        lines += ["", f"Probe memory on ordinary traffic (its default rule, fresh): {once['flagged']} of "
+                  f"{once['images']} held-out clean images sent once flagged; "
+                  f"{probe['jpeg_resent_5x']['flagged']} of {probe['jpeg_resent_5x']['images']} when each is re-sent "
+                  "as five JPEG re-encodings (quality 95 to 75)."]
     if "white_box" in results:
         white = results["white_box"]
         lines += ["", f"White-box (PGD, {white['steps']} steps, through the exported teacher, student and detector of "

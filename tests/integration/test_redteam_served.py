@@ -28,7 +28,9 @@ def test_redteam_command_writes_its_section(triton_server, tmp_path: Path) -> No
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     figures = json.loads((reports / "redteam.json").read_text())
-    assert 0 < figures["attacked"] <= 3 <= figures["candidates"] <= 4000  # from the fashion build's evaluation split
+    assert 0 < figures["attacked"] <= 3 and figures["candidates"] <= 4000  # from the fashion build's evaluation split
+    probe = figures["probe_memory_on_ordinary_traffic"]
+    assert probe["clean_once"]["images"] == figures["candidates"] and probe["jpeg_resent_5x"]["images"] > 0
     for eps in ("8/255", "16/255"):
         row = figures["black_box"][eps]
         assert 0 <= row["evasion"]["5"] <= row["evasion"]["15"] <= 1

@@ -72,3 +72,16 @@ def test_signature_and_digest_of_served_pixels() -> None:
     assert digest(nudged)[0] != digest(pixels)[0] and digest(nudged)[1] == digest(pixels)[1]
     with pytest.raises(ValueError):
         QueryMemory(ProbeRule()).observe(signatures, np.arange(3), np.zeros(3, int), now=0.0)
+
+
+def test_the_served_rule_is_the_documented_default() -> None:
+    """guard_monitor's config parameters and ProbeRule's defaults (used by the red team's measurement) agree."""
+    from support import CHECKED_IN_REPOSITORY
+
+    from iqaguard.repository.check import load_config
+
+    config = load_config(CHECKED_IN_REPOSITORY / "guard_monitor" / "config.pbtxt")
+    params = {key: value.string_value for key, value in config.parameters.items()}
+    rule = ProbeRule()
+    assert (float(params["probe_radius"]), int(params["probe_neighbours"])) == (rule.radius, rule.neighbours)
+    assert (float(params["probe_window_s"]), int(params["probe_capacity"])) == (rule.window_s, rule.capacity)
