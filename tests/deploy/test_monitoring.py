@@ -55,7 +55,7 @@ TRITON_METRICS = {
 # The guard's own metrics (iqaguard.in_triton.guard_metrics), on the same endpoint.
 GUARD_METRICS = {
     "iqaguard_verdicts_total", "iqaguard_invalid_inputs_total", "iqaguard_suspicion_bucket", "iqaguard_quality_bucket",
-    "iqaguard_calibrated_rejection_rate", "iqaguard_set_live_version",
+    "iqaguard_calibrated_rejection_rate", "iqaguard_set_live_version", "iqaguard_probe_flags_total",
 }  # fmt: skip
 GPU_METRICS = {"nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes", "nv_gpu_power_usage"}
 
@@ -86,9 +86,14 @@ def adapter_to_promql(template: str) -> str:
     )
 
 
+def graph_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """The dashboard's panels that query something (rows only group them)."""
+    return [panel for panel in dashboard["panels"] if panel["type"] != "row"]
+
+
 def dashboard_expressions() -> list[str]:
     dashboard = json.loads(DASHBOARD.read_text())
-    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    return [target["expr"] for panel in graph_panels(dashboard) for target in panel["targets"]]
 
 
 def adapter_rules() -> list[dict[str, Any]]:
@@ -155,8 +160,8 @@ def test_grafana_datasource_and_dashboard_provisioning() -> None:
     assert home == f"{provider['options']['path']}/{DASHBOARD.name}"
 
     dashboard = json.loads(DASHBOARD.read_text())
-    uids = {panel["datasource"]["uid"] for panel in dashboard["panels"]}
-    uids |= {t["datasource"]["uid"] for panel in dashboard["panels"] for t in panel["targets"]}
+    uids = {panel["datasource"]["uid"] for panel in graph_panels(dashboard)}
+    uids |= {t["datasource"]["uid"] for panel in graph_panels(dashboard) for t in panel["targets"]}
     uids |= {v["datasource"]["uid"] for v in dashboard["templating"]["list"]}
     assert uids == {datasource["uid"]}
 
@@ -172,8 +177,24 @@ def test_dashboard_layout() -> None:
         cells = {(grid["x"] + dx, grid["y"] + dy) for dx in range(grid["w"]) for dy in range(grid["h"])}
         assert not cells & occupied, f"{panel['title']} overlaps another panel"
         occupied |= cells
+        if panel["type"] == "row":
+            assert grid["h"] == 1 and grid["w"] == 24 and not panel["collapsed"], panel["title"]
+            continue
         assert panel["targets"], panel["title"]
         assert len({t["refId"] for t in panel["targets"]}) == len(panel["targets"])
+
+
+def test_guard_panels_sit_under_the_guard_row() -> None:
+    """Everything after the "Guard" row is about the guard (or the ensembles it answers for)."""
+    panels = sorted(json.loads(DASHBOARD.read_text())["panels"], key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))
+    (row,) = [p for p in panels if p["type"] == "row"]
+    assert row["title"] == "Guard"
+    below = panels[panels.index(row) + 1 :]
+    above = panels[: panels.index(row)]
+    assert all(p["gridPos"]["y"] > row["gridPos"]["y"] for p in below)
+    guard = {name for p in below for t in p["targets"] for name in selected_metrics(grafana_to_promql(t["expr"]))}
+    assert guard >= GUARD_METRICS | {"nv_inference_request_summary_us"}
+    assert not any("iqaguard_" in t["expr"] for p in above for t in p["targets"])
 
 
 def test_dashboard_queries_parse_and_use_triton_metrics() -> None:
@@ -198,7 +219,7 @@ def test_dashboard_queries_parse_and_use_triton_metrics() -> None:
 def test_dashboard_shows_failures_by_reason() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     failures = [
-        t["expr"] for p in dashboard["panels"] for t in p["targets"] if "nv_inference_request_failure" in t["expr"]
+        t["expr"] for p in graph_panels(dashboard) for t in p["targets"] if "nv_inference_request_failure" in t["expr"]
     ]
     assert any(re.search(r"by \(model, reason\)", e) for e in failures)
 
