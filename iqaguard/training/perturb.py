@@ -105,11 +105,7 @@ def art_attack(classifier: object, perturbation: Perturbation, pgd_steps: int, b
         # κ > 0 so the adversarial survives the 8-bit rounding of the served image (κ = 0 lost ~40% of them).
         return CarliniL2Method(classifier, confidence=strength, learning_rate=0.01, binary_search_steps=3,
                                max_iter=10, initial_const=1.0, batch_size=batch_size, verbose=False)
-    if kind == "deepfool":
-        # Gradients of the 10 likeliest classes only, one image per batch: ART takes the union of every image's
-        # 10 classes over a batch and runs each class's gradient on the whole batch, so a batch of 16 ImageNet
-        # photos cost up to 160 backward passes of 16 images per step (a natural build spent over 50 minutes
-        # on 16 photos); one at a time it is 10 passes of one image, flat in the class count.
+    if kind == "deepfool":  # gradients of the 10 likeliest classes only (see attack(): one image per call)
         return DeepFool(classifier, max_iter=50, epsilon=strength, nb_grads=10, batch_size=1, verbose=False)
     raise ValueError(f"unknown attack {kind!r}")
 
@@ -133,8 +129,16 @@ def attack(
             classes = int(_Logits(model)(pixels[:1]).shape[1])
     classifier = art_classifier(model, size, classes)
     np.random.seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-    adversarial = art_attack(classifier, perturbation, pgd_steps, len(pixels)).generate(
-        x=pixels.numpy(), y=targets.numpy())
+    method = art_attack(classifier, perturbation, pgd_steps, len(pixels))
+    x, y = pixels.numpy(), targets.numpy()
+    if perturbation.kind == "deepfool":
+        # ART's DeepFool takes the union of every input image's 10 likeliest classes and computes each of
+        # those classes' gradients at every step, whatever its batch size: 16 ImageNet photos in one call
+        # cost up to 160 backward passes per step (a natural build spent 12 minutes on one photo). One
+        # image per call keeps it at 10, flat in the class count.
+        adversarial = np.concatenate([method.generate(x=x[i : i + 1], y=y[i : i + 1]) for i in range(len(x))])
+    else:
+        adversarial = method.generate(x=x, y=y)
     return np.stack([served(to_image(x), size) for x in adversarial])
 
 
