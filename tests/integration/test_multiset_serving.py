@@ -164,7 +164,7 @@ def test_each_set_ensemble_calls_its_own_members(launched: Launched) -> None:
     finally:
         client.close()
     assert steps["robust_classifier"] == steps["robust_classifier_fixture"]
-    assert steps["robust_classifier"] == ["iqa_preprocess", "teacher", "student", "detector"]
+    assert steps["robust_classifier"] == ["iqa_preprocess", "teacher", "student", "detector", "guard_monitor"]
     assert steps["robust_classifier_small"] == [f"{name}_small" for name in steps["robust_classifier"]]
 
 
