@@ -85,13 +85,18 @@ def attackable(
     return chosen, classes, len(classes)
 
 
-def clean_probe_flags(oracle: ServedOracle, images: np.ndarray, classes: list[int]) -> dict[str, object]:
+def clean_probe_flags(
+    oracle: ServedOracle, images: np.ndarray, classes: list[int], spare: np.ndarray
+) -> dict[str, object]:
     """How often the probe memory (its default rule, fresh) would flag ordinary traffic: the clean images
-    once each, in order, with their served classes; then each re-sent as five JPEG re-encodings (a
-    pipeline re-sending one scene), classes as served."""
+    once each, in order, with their served classes (computed here, nothing sent); then up to 200 `spare`
+    images each re-sent to the server as five JPEG re-encodings (a pipeline re-sending one scene)."""
     pixels = images.transpose(0, 3, 1, 2).astype(np.float32) / 255
     once = QueryMemory(ProbeRule()).observe(signature(pixels), digest(pixels), np.array(classes), now=0.0)
-    sample = images[: min(len(images), 200)]
+    sample = images[spare[:200]]
+    if not len(sample):
+        return {"clean_once": {"images": len(once), "flagged": int(once.sum())},
+                "jpeg_resent_5x": {"images": 0, "flagged": 0}}  # fmt: skip
     copies = np.stack([jpeg_round_trip(image, quality) for image in sample for quality in (95, 90, 85, 80, 75)])
     served = [int(np.argmax(a.probs)) for a in oracle(copies)]
     copy_pixels = copies.transpose(0, 3, 1, 2).astype(np.float32) / 255
@@ -124,7 +129,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             chosen, classes, examined = attackable(oracle, images, labels, args.count * groups)
             per_group = len(chosen) // groups
             results["candidates"], results["attacked"] = examined, per_group
-            results["probe_memory_on_ordinary_traffic"] = clean_probe_flags(oracle, images[:examined], classes)
+            # Ordinary traffic: re-sent images that no attack uses (re-encodings of an attacked image would be
+            # its neighbours in the server's memory and flag the attack for the wrong reason).
+            spare = np.setdiff1d(np.arange(examined), chosen[: per_group * groups])
+            results["probe_memory_on_ordinary_traffic"] = clean_probe_flags(oracle, images[:examined], classes, spare)
             group = iter(np.array_split(np.array(chosen[: per_group * groups], dtype=int), groups))
             per_eps = {}
             for eps in eps_levels:
