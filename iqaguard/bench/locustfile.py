@@ -147,14 +147,7 @@ class TritonUser(User):
             context["verdict"] = reply.result.verdict
         except ClassificationError as error:
             exception = error
-        events.request.fire(
-            request_type=self.request_type,
-            name=f"{self.environment.parsed_options.ensemble} [{image.kind}]",
-            response_time=(time.perf_counter() - started) * 1000.0,
-            response_length=response_length,
-            exception=exception,
-            context=context,
-        )
+        self.report(image.kind, started, response_length, exception, context)
 
 
     def send_invalid(self, image: PoolImage) -> None:
@@ -169,13 +162,19 @@ class TritonUser(User):
             pass  # refused as asked: INVALID_ARGUMENT naming the rule
         except ClassificationError as error:
             exception = error
+        self.report("invalid", started, 0, exception, {"image": image.name, "invalid": kind})
+
+    def report(
+        self, kind: str, started: float, response_length: int, exception: Exception | None, context: dict
+    ) -> None:
+        """One request to Locust, named `<ensemble> [<kind>]`, timed from `started` (perf_counter)."""
         events.request.fire(
             request_type=self.request_type,
-            name=f"{self.environment.parsed_options.ensemble} [invalid]",
+            name=f"{self.environment.parsed_options.ensemble} [{kind}]",
             response_time=(time.perf_counter() - started) * 1000.0,
-            response_length=0,
+            response_length=response_length,
             exception=exception,
-            context={"image": image.name, "invalid": kind},
+            context=context,
         )
 
 
