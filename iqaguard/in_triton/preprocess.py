@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from iqaguard.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, InvalidImageError, bytes_to_pixels, sniff_format
-from iqaguard.in_triton.query_memory import digest, signature
+from iqaguard.in_triton.query_memory import signature
 from iqaguard.iqa import brisque
 
 
@@ -63,13 +63,12 @@ def header_pixels(data: bytes) -> int:
 @dataclass(frozen=True)
 class PreprocessResult:
     """One request's outputs: pixels [B,3,H,W], IQA vector [B,37], BRISQUE score [B,1], and for the probe
-    memory (iqaguard.in_triton.query_memory) a coarse signature [B,256] and an exact digest [B,1]."""
+    memory (iqaguard.in_triton.query_memory) a coarse signature [B,256]."""
 
     pixels: np.ndarray
     iqa: np.ndarray
     quality: np.ndarray
     signature: np.ndarray
-    digest: np.ndarray
 
 
 class Preprocessor:
@@ -124,5 +123,5 @@ class Preprocessor:
             iqa = iqa_all[offset : offset + len(item)]
             offset += len(item)
             results.append(PreprocessResult(pixels=item, iqa=iqa, quality=iqa[:, -1:].copy(),
-                                            signature=signature(item), digest=digest(item)[:, None]))  # fmt: skip
+                                            signature=signature(item)))  # fmt: skip
         return results

@@ -1,31 +1,38 @@
-"""A defence against query attacks: an answer that disagrees with the answers to near-identical recent
-images is not trusted.
+"""A defence against query attacks: the first answer given in a small neighbourhood of images is the
+one that stands there; a later near-identical image that gets another class is not trusted.
 
-A black-box attacker who sees PROBS, SUSPICION and VERDICT searches around one image: hundreds of
-queries that differ from each other by a few 8-bit levels, until one gets another class. That query
-disagrees with the answers the server just gave to its near-identical neighbours — which is itself a
-sign the answer is unreliable, whoever sent it. So each answered image leaves a coarse signature (its
-served pixels, grey, 16×16 block means), an exact digest and the teacher's class; an image with at
-least `neighbours` distinct recent images within `radius` (L∞ on the signature) whose majority class
-is not its own gets the verdict `adversarial`. A stable scene sent again and again (a fixed camera, a
-retried upload) keeps its class and is never flagged; identical images do not count as neighbours.
+A query attacker searches around one image: hundreds of queries, each within its L∞ budget ε of the
+original, so any two of them differ by at most 2ε. The server remembers *regions*: the signature of
+the first image it answered in a neighbourhood (its served pixels, grey, 16×16 block means) and that
+image's class. A query within `radius` (L∞ on the signature) of a remembered region belongs to it; one
+that belongs to none founds a new region. A query whose class differs from that of the oldest region it
+belongs to gets the verdict `adversarial`, and that region becomes *contested*: it is kept for
+`contested_window_s` instead of `window_s`, so the attacker cannot wait a few minutes and replay the
+image its search found. A region also remembers the classes the detector called adversarial in it: a
+search whose first query already has another class (rejected by the detector) and then lowers its
+SUSPICION until accepted keeps its class, so an accepted image with a class the detector rejected as
+adversarial in the same region is flagged too.
 
-The memory is per server process (the guard_monitor model, one instance per set) and bounded: the
-newest `capacity` queries of the last `window_s` seconds. Verdicts depend on what came before: a
-stateful defence by design (batch composition still does not matter: a batch is judged as the same
-queries sent one by one). An attacker can spread queries over time or replicas, or move farther than
-`radius`; the README's threat model says how far that gets.
+With `radius` ≥ 2ε every query of one search falls in the region its first query founded, so the search
+can only win with that first query, where the (stateless) detector alone decides. A stable scene sent
+again and again keeps its class and is never flagged; retries of one image are the same image.
+
+The memory is per server process (the guard_monitor model, one instance per set) and bounded to
+`capacity` regions (a full memory forgets the least recently seen uncontested region first). Verdicts
+depend on what came before: a stateful defence by design (batch composition still does not matter: a
+batch is judged as the same queries sent one by one). What escapes it — replicas that do not share a
+memory, searches wider than radius/2, translated or cropped images — is in the README's threat model.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
 SIGNATURE_SIDE = 16
 SIGNATURE_SIZE = SIGNATURE_SIDE * SIGNATURE_SIDE
+_COARSE_SIZE = 16
 
 
 def signature(pixels: np.ndarray) -> np.ndarray:
@@ -39,70 +46,92 @@ def signature(pixels: np.ndarray) -> np.ndarray:
     return (sums / counts).reshape(len(pixels), SIGNATURE_SIZE).astype(np.float32)
 
 
-def digest(pixels: np.ndarray) -> np.ndarray:
-    """An int64 digest per image of served pixels [B,3,H,W]: equal pixels, equal digest."""
-    return np.array([int.from_bytes(hashlib.blake2b(np.ascontiguousarray(item).tobytes(), digest_size=8).digest(),
-                                    "little", signed=True) for item in pixels], dtype=np.int64)  # fmt: skip
-
-
 def _coarse(signatures: np.ndarray) -> np.ndarray:
     """4×4 block means of 16×16 signatures [B, 256] -> [B, 16]. Their L∞ distance never exceeds the
     signatures' (a mean of differences is at most the largest), so it filters candidates safely."""
     blocks = signatures.reshape(-1, 4, 4, 4, 4).mean(axis=(2, 4))
-    return blocks.reshape(len(signatures), 16)
+    return blocks.reshape(len(signatures), _COARSE_SIZE)
 
 
 @dataclass(frozen=True)
 class ProbeRule:
-    """An image is flagged when at least `neighbours` distinct images of the last `window_s` seconds lie within
-    `radius` of it and most of them got another class; the newest `capacity` queries are remembered (which
-    bounds the memory and the work per query). `radius` 0.07 covers an L∞ attack budget of 16/255."""
+    """Regions of `radius` (L∞ on the signature) around the first image answered there. `radius` 0.13 holds a
+    whole L∞ search of ε ≤ 16/255 in one region (2ε ≤ radius). A region nobody queried for `window_s` is
+    forgotten, a contested one after `contested_window_s`; at most `capacity` regions are kept."""
 
-    radius: float = 0.07
-    neighbours: int = 3
+    radius: float = 0.13
     window_s: float = 600.0
-    capacity: int = 4096
+    contested_window_s: float = 86_400.0
+    capacity: int = 8192
 
 
 class QueryMemory:
-    """The recent queries of one model set, and which new answers disagree with their neighbours'."""
+    """The regions one model set has answered recently, and which new answers contradict them."""
 
     def __init__(self, rule: ProbeRule) -> None:
         self.rule = rule
-        self._signatures = np.zeros((rule.capacity, SIGNATURE_SIZE), dtype=np.float32)
-        self._coarse = np.zeros((rule.capacity, 16), dtype=np.float32)
-        self._digests = np.zeros(rule.capacity, dtype=np.int64)
-        self._classes = np.zeros(rule.capacity, dtype=np.int64)
-        self._times = np.full(rule.capacity, -np.inf)
-        self._next = 0
+        self.clear()
 
-    def observe(self, signatures: np.ndarray, digests: np.ndarray, classes: np.ndarray, now: float) -> np.ndarray:
-        """Remember a batch of answered queries; return for each whether its class disagrees with its
-        near-identical recent neighbours' (bool [B]). Each query is judged against the memory as it was
-        before the batch plus the batch's earlier queries: the same answers as sent one by one, in order."""
-        count = len(digests)
+    def clear(self) -> None:
+        """Forget every region (the live version changed: its answers are not the old version's)."""
+        capacity = self.rule.capacity
+        self._signatures = np.zeros((capacity, SIGNATURE_SIZE), dtype=np.float32)
+        self._coarse = np.zeros((capacity, _COARSE_SIZE), dtype=np.float32)
+        self._classes = np.zeros(capacity, dtype=np.int64)
+        self._founded = np.zeros(capacity)
+        self._seen = np.full(capacity, -np.inf)
+        self._contested = np.zeros(capacity, dtype=bool)
+        self._rejected: list[set[int]] = [set() for _ in range(capacity)]  # classes the detector called adversarial
+        self._order = 0  # founding order: ties in time (one batch) keep the order of arrival
+
+    @property
+    def regions(self) -> int:
+        """Regions held now (live or not yet reused)."""
+        return int(np.isfinite(self._seen).sum())
+
+    def observe(
+        self, signatures: np.ndarray, classes: np.ndarray, now: float, adversarial: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Answer a batch of queries in order, with the detector's verdict on each (`adversarial`: bool [B],
+        None for none); return for each whether its answer contradicts the region it falls in (bool [B]).
+        A batch gives the same answers as its queries sent one by one."""
+        count = len(classes)
         signatures = np.asarray(signatures, dtype=np.float32).reshape(count, SIGNATURE_SIZE)
-        digests, classes = np.asarray(digests).reshape(count), np.asarray(classes).reshape(count)
-        radius = self.rule.radius
+        classes = np.asarray(classes).reshape(count)
+        adversarial = np.zeros(count, bool) if adversarial is None else np.asarray(adversarial, bool).reshape(count)
         coarse = _coarse(signatures)
-        recent = np.flatnonzero(self._times >= now - self.rule.window_s)
-        close = np.abs(coarse[:, None, :] - self._coarse[recent][None]).max(axis=2) <= radius  # [B, recent]
         flagged = np.zeros(count, dtype=bool)
         for index in range(count):
-            sig, dig = signatures[index], digests[index]
-            candidates = recent[close[index]]
-            candidates = candidates[self._digests[candidates] != dig]
-            near = candidates[np.abs(self._signatures[candidates] - sig).max(axis=1) <= radius]
-            neighbours = dict(zip(self._digests[near].tolist(), self._classes[near].tolist(), strict=True))
-            for earlier in range(index):
-                if digests[earlier] != dig and np.abs(signatures[earlier] - sig).max() <= radius:
-                    neighbours[int(digests[earlier])] = int(classes[earlier])
-            if len(neighbours) >= self.rule.neighbours:
-                votes = np.bincount(list(neighbours.values()))
-                flagged[index] = int(np.argmax(votes)) != int(classes[index])
-        for index in range(count):
-            slot = self._next
-            self._signatures[slot], self._coarse[slot] = signatures[index], coarse[index]
-            self._digests[slot], self._classes[slot], self._times[slot] = digests[index], classes[index], now
-            self._next = (slot + 1) % self.rule.capacity
+            answer = int(classes[index])
+            live = np.flatnonzero(self._live(now))
+            near = live[np.abs(self._coarse[live] - coarse[index]).max(axis=1) <= self.rule.radius]
+            near = near[np.abs(self._signatures[near] - signatures[index]).max(axis=1) <= self.rule.radius]
+            if not len(near):
+                region = self._found(signatures[index], coarse[index], answer, now)
+            else:
+                region = int(near[np.argmin(self._founded[near])])
+                self._seen[near] = now
+                if answer != int(self._classes[region]) or answer in self._rejected[region]:
+                    flagged[index] = True
+                    self._contested[region] = True
+            if adversarial[index]:
+                self._rejected[region].add(answer)
         return flagged
+
+    def _live(self, now: float) -> np.ndarray:
+        kept_for = np.where(self._contested, self.rule.contested_window_s, self.rule.window_s)
+        return now - self._seen <= kept_for
+
+    def _found(self, sig: np.ndarray, coarse: np.ndarray, answer: int, now: float) -> int:
+        live = self._live(now)
+        if not live.all():
+            slot = int(np.argmin(live))  # an empty or expired slot
+        else:  # full: the least recently seen uncontested region, else the least recently seen one
+            slot = int(np.argmin(np.where(self._contested, np.inf, self._seen)))
+            if self._contested[slot]:
+                slot = int(np.argmin(self._seen))
+        self._signatures[slot], self._coarse[slot], self._classes[slot] = sig, coarse, answer
+        self._seen[slot], self._contested[slot] = now, False
+        self._founded[slot], self._rejected[slot] = self._order, set()
+        self._order += 1
+        return slot

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from iqaguard.launcher.process import ServerOptions, ServerStartError, TritonServer, free_port, server_ready
 from iqaguard.repository.layout import missing_artifacts
+from iqaguard.repository.live import LiveStateError
+from iqaguard.repository.live import refresh as refresh_live
+from iqaguard.repository.writer import render_generated
 
 log = logging.getLogger(__name__)
 LOG_TAIL_CHARS = 6000
@@ -23,6 +26,13 @@ class Endpoints:
     http_url: str
     metrics_url: str | None = None
     started_here: bool = False
+
+
+def bring_up_to_date(repository: Path) -> tuple[list[str], dict[str, int]]:
+    """Before a server starts: every built set's generated models rendered from the checked-in ones, and
+    every set's live configs written. Returns (models brought up to date, live version per set); raises
+    LiveStateError when a recorded live version is no longer built."""
+    return render_generated(repository), refresh_live(repository)
 
 
 def start_embedded(
@@ -58,6 +68,12 @@ def embedded_server(repository: Path, log_path: Path, ready_timeout_s: float = 3
         raise SystemExit(
             f"{repository} is not servable; missing: {', '.join(missing)}. Build a model set first (`make build`)."
         )
+    try:
+        updated, _ = bring_up_to_date(repository)
+    except LiveStateError as error:
+        raise SystemExit(f"{repository}: {error}") from None
+    if updated:
+        log.info("brought up to date with the checked-in models: %s", ", ".join(updated))
     server = start_embedded(repository, log_path, ready_timeout_s)
     log.info("embedded server ready in %.1f s (pid %d, log %s)", server.startup_seconds, server.pid, log_path)
     try:

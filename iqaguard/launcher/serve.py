@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from iqaguard.launcher.drain import drain
+from iqaguard.launcher.embedded import bring_up_to_date
 from iqaguard.launcher.process import ServerOptions, ServerStartError, TritonServer
 from iqaguard.launcher.security import (
     ADMIN_APIS,
@@ -35,10 +36,8 @@ from iqaguard.log import cli_logging
 from iqaguard.repository.check import check_repository, format_problems
 from iqaguard.repository.layout import REPOSITORY_ENV, default_repository, latest_version, missing_artifacts
 from iqaguard.repository.live import LiveStateError
-from iqaguard.repository.live import refresh as refresh_live
 from iqaguard.repository.manifest import describe_sets
 from iqaguard.repository.sets import DEFAULT_SET, model_sets
-from iqaguard.repository.writer import render_generated
 
 DEFAULT_PROFILE = DEFAULT_SET  # the profile built when the default set is missing (its set name is the profile's)
 RESTART_WINDOW_S = 600.0
@@ -150,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     repository = args.model_repository.resolve()
     ensure_model_set(repository, args.build_if_missing)
     try:
-        updated = render_generated(repository)
-        live = refresh_live(repository)
+        updated, live = bring_up_to_date(repository)
     except LiveStateError as error:
         sys.exit(f"iqaguard-serve: {error}")
     if updated:

@@ -18,24 +18,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import tritonclient.http as httpclient
 from PIL import Image
 
-from iqaguard.contract import VERDICT_ACCEPT
-from iqaguard.in_triton.query_memory import ProbeRule, QueryMemory, digest, signature
+from iqaguard.contract import MONITOR, VERDICT_ACCEPT
 from iqaguard.launcher.embedded import server_for
+from iqaguard.launcher.process import server_ready
 from iqaguard.log import cli_logging
+from iqaguard.operations.prometheus_text import family_total, scrape
 from iqaguard.operations.rollout import find_set
 from iqaguard.redteam.oracle import ServedOracle
 from iqaguard.redteam.square import attack_loss, evasion_rates, square_attack
 from iqaguard.redteam.whitebox import GuardMembers, guard_pgd
 from iqaguard.repository.layout import default_repository
 from iqaguard.repository.live import live_version
-from iqaguard.repository.sets import set_ensemble
+from iqaguard.repository.sets import ModelSet, set_ensemble
 from iqaguard.training.config import BuildConfig
 from iqaguard.training.profiles import PROFILES
 from iqaguard.training.splits import load_data
 
 log = logging.getLogger(__name__)
+METRICS_REFRESH_S = 2.5  # Triton refreshes its metrics every 2 s
 SECTION_START, SECTION_END = "<!-- redteam:start -->", "<!-- redteam:end -->"
 
 
@@ -54,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reports", type=Path, help="default: reports/<set> beside the repository")
     parser.add_argument("--grpc-url", default="127.0.0.1:8001")
     parser.add_argument("--http-url", default="127.0.0.1:8000")
+    parser.add_argument("--metrics-url", default="127.0.0.1:8002", help="a running server's metrics port")
     parser.add_argument("--no-serve", action="store_true", help="fail instead of starting the embedded server")
     return parser.parse_args(argv)
 
@@ -85,24 +89,14 @@ def attackable(
     return chosen, classes, len(classes)
 
 
-def clean_probe_flags(
-    oracle: ServedOracle, images: np.ndarray, classes: list[int], spare: np.ndarray
-) -> dict[str, object]:
-    """How often the probe memory (its default rule, fresh) would flag ordinary traffic: the clean images
-    once each, in order, with their served classes (computed here, nothing sent); then up to 200 `spare`
-    images each re-sent to the server as five JPEG re-encodings (a pipeline re-sending one scene)."""
-    pixels = images.transpose(0, 3, 1, 2).astype(np.float32) / 255
-    once = QueryMemory(ProbeRule()).observe(signature(pixels), digest(pixels), np.array(classes), now=0.0)
-    sample = images[spare[:200]]
-    if not len(sample):
-        return {"clean_once": {"images": len(once), "flagged": int(once.sum())},
-                "jpeg_resent_5x": {"images": 0, "flagged": 0}}  # fmt: skip
-    copies = np.stack([jpeg_round_trip(image, quality) for image in sample for quality in (95, 90, 85, 80, 75)])
-    served = [int(np.argmax(a.probs)) for a in oracle(copies)]
-    copy_pixels = copies.transpose(0, 3, 1, 2).astype(np.float32) / 255
-    resent = QueryMemory(ProbeRule()).observe(signature(copy_pixels), digest(copy_pixels), np.array(served), now=0.0)
-    return {"clean_once": {"images": len(once), "flagged": int(once.sum())},
-            "jpeg_resent_5x": {"images": len(resent), "flagged": int(resent.sum())}}  # fmt: skip
+def probe_flags(metrics_url: str, set_name: str) -> float:
+    """The set's served probe-memory flags so far (iqaguard_probe_flags_total)."""
+    return family_total(scrape(metrics_url), "iqaguard_probe_flags_total", set=set_name)
+
+
+def resent_copies(images: np.ndarray) -> np.ndarray:
+    """Ordinary traffic that re-sends one scene: each image as five JPEG re-encodings (quality 95 to 75)."""
+    return np.stack([jpeg_round_trip(image, quality) for image in images for quality in (95, 90, 85, 80, 75)])
 
 
 def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
@@ -123,17 +117,44 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     # Each attack gets its own images: the server's probe memory would otherwise see one attack's queries
     # as the neighbours of the next one's.
     groups = len(eps_levels) * (2 if args.whitebox_steps > 0 else 1)
-    with server_for(args.grpc_url, args.http_url, args.repository, Path("triton-redteam.log"), not args.no_serve) as at:
+    external = server_ready(args.http_url)
+    log_path = Path("triton-redteam.log")
+    with server_for(args.grpc_url, args.http_url, args.repository, log_path, not args.no_serve) as at:
+        results["probe_memory"] = served_probe_rule(at.http_url, find_set(args.repository, set_name))
+        metrics_url = at.metrics_url or f"http://{args.metrics_url}/metrics"
         oracle = ServedOracle(at.grpc_url, ensemble)
         try:
+            flags_before = probe_flags(metrics_url, set_name)
             chosen, classes, examined = attackable(oracle, images, labels, args.count * groups)
-            per_group = len(chosen) // groups
-            results["candidates"], results["attacked"] = examined, per_group
-            # Ordinary traffic: re-sent images that no attack uses (re-encodings of an attacked image would be
-            # its neighbours in the server's memory and flag the attack for the wrong reason).
-            spare = np.setdiff1d(np.arange(examined), chosen[: per_group * groups])
-            results["probe_memory_on_ordinary_traffic"] = clean_probe_flags(oracle, images[:examined], classes, spare)
-            group = iter(np.array_split(np.array(chosen[: per_group * groups], dtype=int), groups))
+            time.sleep(METRICS_REFRESH_S)
+            flagged = probe_flags(metrics_url, set_name) - flags_before
+            ordinary: dict[str, object] = {"clean_once": {"images": examined, "flagged": flagged}}
+        finally:
+            oracle.close()
+    per_group = len(chosen) // groups
+    results["candidates"], results["attacked"] = examined, per_group
+    # The selection sent the clean images; an attacker need not, and the server's memory would hold them as
+    # the first answers around every attacked image. A fresh server forgets them; a server we did not start
+    # keeps them, and the results say so.
+    results["clean_images_remembered"] = external
+    if external:
+        log.warning("attacking a server this run did not start: its probe memory holds the clean images")
+    group = iter(np.array_split(np.array(chosen[: per_group * groups], dtype=int), groups))
+    with server_for(args.grpc_url, args.http_url, args.repository, log_path, not args.no_serve) as at:
+        metrics_url = at.metrics_url or f"http://{args.metrics_url}/metrics"
+        oracle = ServedOracle(at.grpc_url, ensemble)
+        try:
+            # Ordinary traffic: images no attack uses (re-encodings of an attacked image would fall in its
+            # region of the server's memory and flag the attack for the wrong reason), each re-sent.
+            spare = np.setdiff1d(np.arange(examined), chosen[: per_group * groups])[:200]
+            if len(spare):
+                flags_before = probe_flags(metrics_url, set_name)
+                copies = resent_copies(images[spare])
+                oracle(copies)
+                time.sleep(METRICS_REFRESH_S)
+                flagged = probe_flags(metrics_url, set_name) - flags_before
+                ordinary["jpeg_resent_5x"] = {"images": len(copies), "flagged": flagged}
+            results["probe_memory_on_ordinary_traffic"] = ordinary
             per_eps = {}
             for eps in eps_levels:
                 index = next(group)
@@ -145,6 +166,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                     "evasion": {str(b): rate for b, rate in rates.items()},
                     "median_queries_to_evade": float(np.median([o.queries for o in outcomes if o.evaded]))
                     if any(o.evaded for o in outcomes) else None,
+                    "first_query_evasion": sum(o.evaded and o.queries == 1 for o in outcomes) / max(len(outcomes), 1),
                     "queries": oracle.queries - before, "seconds": round(time.monotonic() - started, 1),
                 }  # fmt: skip
                 log.info("eps %d/255: evasion %s", eps, ", ".join(f"{b} q {r:.1%}" for b, r in rates.items()))
@@ -154,6 +176,17 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         finally:
             oracle.close()
     return results
+
+
+def served_probe_rule(http_url: str, model_set: ModelSet) -> dict[str, str]:
+    """The probe-memory parameters of the set's guard_monitor as the server runs it."""
+    client = httpclient.InferenceServerClient(http_url)
+    try:
+        config = client.get_model_config(model_set.model(MONITOR))
+    finally:
+        client.close()
+    parameters = config.get("parameters", {})
+    return {key: value["string_value"] for key, value in parameters.items() if key.startswith("probe_")}
 
 
 def white_box(
@@ -191,20 +224,23 @@ def section(results: dict[str, object]) -> str:
              f"(8-bit PNG, the served path). {results['attacked']} held-out images per attack and budget (each "
              f"attack its own, from the {results['candidates']} examined: those the set accepted and answered "
              "correctly, where labels exist). Evasion: the teacher's answer changed and the verdict is `accept`.",
-             "",
-             "| L∞ | " + " | ".join(f"{b} queries" for b in budgets) + " | median queries to evade |",
-             "|---|" + "---|" * (len(budgets) + 1)]  # fmt: skip
+             "", f"Probe memory as served: {_probe_text(results)}", "",
+             "| L∞ | " + " | ".join(f"{b} queries" for b in budgets) + " | median queries to evade | at query 1 |",
+             "|---|" + "---|" * (len(budgets) + 2)]  # fmt: skip
     for eps, row in results["black_box"].items():
         cells = " | ".join(f"{row['evasion'][str(b)]:.1%}" for b in budgets)
         median = row["median_queries_to_evade"]
-        lines.append(f"| {eps} | {cells} | {'—' if median is None else f'{median:.0f}'} |")
+        first = row.get("first_query_evasion")
+        lines.append(f"| {eps} | {cells} | {'—' if median is None else f'{median:.0f}'} | "
+                     f"{'—' if first is None else f'{first:.1%}'} |")  # fmt: skip
     probe = results.get("probe_memory_on_ordinary_traffic")
     if probe:
         once = probe["clean_once"]
-        lines += ["", f"Probe memory on ordinary traffic (its default rule, fresh): {once['flagged']} of "
-                  f"{once['images']} held-out clean images sent once flagged; "
-                  f"{probe['jpeg_resent_5x']['flagged']} of {probe['jpeg_resent_5x']['images']} when each is re-sent "
-                  "as five JPEG re-encodings (quality 95 to 75)."]
+        resent = probe.get("jpeg_resent_5x", {"flagged": 0, "images": 0})
+        lines += ["", "Probe memory on ordinary traffic (verdicts it turned from `accept` to `adversarial`, counted "
+                  f"by the server's iqaguard_probe_flags_total): {once['flagged']:.0f} of {once['images']} held-out "
+                  f"clean images sent once; {resent['flagged']:.0f} of {resent['images']} JPEG re-encodings "
+                  "(quality 95 to 75) of other held-out images, five of each sent one after the other."]
     if "white_box" in results:
         white = results["white_box"]
         lines += ["", f"White-box (PGD, {white['steps']} steps, through the exported teacher, student and detector of "
@@ -214,6 +250,17 @@ def section(results: dict[str, object]) -> str:
         lines += [f"| {eps} | {row['evasion']:.1%} | {row['in_process_evasion']:.1%} |"
                   for eps, row in white.items() if isinstance(row, dict)]  # fmt: skip
     return "\n".join([*lines, "", SECTION_END, ""])
+
+
+def _probe_text(results: dict[str, object]) -> str:
+    rule = results.get("probe_memory") or {}
+    if rule.get("probe_memory", "true").lower() != "true":
+        return "**off** (`probe_memory: \"false\"`)."
+    described = ", ".join(f"{key.removeprefix('probe_')} {value}" for key, value in rule.items()
+                          if key != "probe_memory")  # fmt: skip
+    remembered = ("the server held the clean images from the selection (it was not started by this run)"
+                  if results.get("clean_images_remembered") else "a fresh server: the clean images were not sent to it")
+    return f"on ({described}); {remembered}."
 
 
 def write_section(report: Path, text: str) -> None:
@@ -231,7 +278,7 @@ def write_section(report: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cli_logging()
-    for host_port in (args.grpc_url, args.http_url):
+    for host_port in (args.grpc_url, args.http_url, args.metrics_url):
         if not host_port.startswith("127.0.0.1:"):
             raise SystemExit(f"the red team attacks 127.0.0.1 only, got {host_port}")
     results = run(args)

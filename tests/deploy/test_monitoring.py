@@ -23,10 +23,10 @@ import tritonclient.http as httpclient
 import yaml
 from support import ROOT
 from support.images import encode
-from support.metrics import family_total, scrape
 from tritonclient.utils import InferenceServerException
 
 from iqaguard.contract import ENSEMBLE, PREPROCESSOR
+from iqaguard.operations.prometheus_text import family_total, scrape
 
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 GRAFANA = ROOT / "deploy" / "grafana"

@@ -9,11 +9,11 @@ import pytest
 import tritonclient.http as httpclient
 from skimage import data as photos
 from support.images import encode
-from support.metrics import family_total, scrape
 from tritonclient.utils import InferenceServerException
 
 from iqaguard.contract import ENSEMBLE, MONITOR, VERDICT_ACCEPT, VERDICTS
 from iqaguard.imaging import INVALID_REASONS
+from iqaguard.operations.prometheus_text import family_total, scrape
 
 pytestmark = pytest.mark.integration
 SET = "fixture"  # the fixture repository's default set

@@ -94,7 +94,7 @@ def test_report_section_is_replaced_not_repeated(tmp_path: Path) -> None:
     write_section(report, section(results))
     text = report.read_text()
     assert text.startswith("# Build report") and text.count(SECTION_START) == 1 and text.count(SECTION_END) == 1
-    assert "| 8/255 | 20.0% | 60.0% | 120 |" in text
+    assert "| 8/255 | 20.0% | 60.0% | 120 | — |" in text
 
 
 def test_white_box_pgd_stays_in_budget_and_its_evasions_are_real() -> None:

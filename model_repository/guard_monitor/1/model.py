@@ -1,9 +1,9 @@
 """Triton Python-backend glue for guard_monitor: metrics and audit lines (iqaguard.in_triton.guard_metrics),
 and the probe memory (iqaguard.in_triton.query_memory).
 
-The detector's VERDICT comes in as VERDICT_IN and goes out as VERDICT, unchanged unless the image
-continues a probe (then `adversarial`). This step is on every request's path: a monitor that stops
-answering is seen by the server's readiness probe, never hidden.
+The detector's VERDICT comes in as VERDICT_IN and goes out as VERDICT, unchanged unless the image gets
+another class than the first near-identical image answered before it (then `adversarial`). This step is
+on every request's path: a monitor that stops answering is seen by the server's readiness probe.
 """
 
 import json
@@ -33,14 +33,15 @@ class TritonPythonModel:
         self.repository = Path(args["model_repository"]).parent
         self.set_name = set_label(args["model_repository"], args["model_name"])
         self.metrics = VerdictMetrics(pb_utils, self.set_name)
-        neighbours = int(params.get("probe_neighbours", "3"))
+        default = ProbeRule()
         rule = ProbeRule(
-            radius=float(params.get("probe_radius", "0.07")),
-            neighbours=neighbours,
-            window_s=float(params.get("probe_window_s", "600")),
-            capacity=int(params.get("probe_capacity", "4096")),
+            radius=float(params.get("probe_radius", default.radius)),
+            window_s=float(params.get("probe_window_s", default.window_s)),
+            contested_window_s=float(params.get("probe_contested_window_s", default.contested_window_s)),
+            capacity=int(params.get("probe_capacity", default.capacity)),
         )
-        self.memory = QueryMemory(rule) if neighbours > 0 else None
+        self.memory = QueryMemory(rule) if params.get("probe_memory", "true").lower() == "true" else None
+        self._live_version: int | None = None
         self.logger = pb_utils.Logger
         self._live_checked = 0.0
         self._live_stamp: float | None = None
@@ -59,6 +60,9 @@ class TritonPythonModel:
         live = live_build(self.repository, self.set_name)
         if live is not None:
             self.metrics.set_live(*live)
+            if self.memory is not None and live[0] != self._live_version:
+                self.memory.clear()  # the old version's answers say nothing about the new one's
+            self._live_version = live[0]
 
     def execute(self, requests: list) -> list:
         with busy():
@@ -73,9 +77,11 @@ class TritonPythonModel:
         probes = [False] * len(names)
         if self.memory is not None:
             signatures = pb_utils.get_input_tensor_by_name(request, "SIGNATURE").as_numpy()
-            digests = pb_utils.get_input_tensor_by_name(request, "DIGEST").as_numpy().reshape(-1)
             classes = pb_utils.get_input_tensor_by_name(request, "TEACHER_LOGITS").as_numpy().argmax(axis=1)
-            probes = self.memory.observe(signatures, digests, classes, time.monotonic()).tolist()
+            detector_flags = np.array([name == VERDICT_ADVERSARIAL for name in names])
+            flagged = self.memory.observe(signatures, classes, time.monotonic(), adversarial=detector_flags)
+            # Only an accepted image changes verdict: a rejected one stays rejected for the detector's reason.
+            probes = [bool(flag) and name == VERDICT_ACCEPT for name, flag in zip(names, flagged, strict=True)]
             names = [VERDICT_ADVERSARIAL if probe else name for name, probe in zip(names, probes, strict=True)]
         self.metrics.record(names, suspicion, quality, probes)
         if self.audit:

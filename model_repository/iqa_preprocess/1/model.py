@@ -53,7 +53,6 @@ class TritonPythonModel:
                         pb_utils.Tensor("IQA", np.ascontiguousarray(result.iqa, dtype=np.float32)),
                         pb_utils.Tensor("QUALITY", np.ascontiguousarray(result.quality, dtype=np.float32)),
                         pb_utils.Tensor("SIGNATURE", result.signature),
-                        pb_utils.Tensor("DIGEST", result.digest),
                     ]
                 )
             )

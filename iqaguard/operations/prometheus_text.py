@@ -1,4 +1,4 @@
-"""Reading Triton's Prometheus endpoint in tests."""
+"""Reading a Prometheus text endpoint (Triton's metrics port): series and family totals."""
 
 from __future__ import annotations
 
