@@ -38,6 +38,6 @@ loadtest: setup  ## headless Locust load test on 127.0.0.1 (USERS=8 DURATION=30s
 bench: setup  ## served ensemble vs served teacher vs in-process pipeline (imagenet profile, 224x224, RANDOM weights); JSON in reports/bench/
 	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH OMP_WAIT_POLICY=$(OMP_WAIT_POLICY) $(PY) -m iqaguard.bench.benchmark $(BENCH_ARGS)
 
-redteam: setup  ## adaptive black-box attack on a served set (PROFILE=fashion|natural, IMAGES for folder profiles; REDTEAM_ARGS); section in reports/<set>/report.md
+redteam: setup  ## adaptive black-box and white-box attacks on a served set (PROFILE=fashion|natural, IMAGES for folder profiles; REDTEAM_ARGS); section in reports/<set>/report.md
 	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m iqaguard.redteam --profile $(PROFILE) \
 		$(if $(IMAGES),--images "$(IMAGES)") $(REDTEAM_ARGS)

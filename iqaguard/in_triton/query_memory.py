@@ -53,6 +53,14 @@ def _coarse(signatures: np.ndarray) -> np.ndarray:
     return blocks.reshape(len(signatures), _COARSE_SIZE)
 
 
+def _coarse_distances(queries: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """L∞ distances [B, R] between coarse signatures [B, 16] and [R, 16], one dimension at a time (no [B,R,16])."""
+    distances = np.zeros((len(queries), len(regions)), dtype=np.float32)
+    for dim in range(queries.shape[1]):
+        np.maximum(distances, np.abs(queries[:, dim, None] - regions[None, :, dim]), out=distances)
+    return distances
+
+
 @dataclass(frozen=True)
 class ProbeRule:
     """Regions of `radius` (L∞ on the signature) around the first image answered there. `radius` 0.13 holds a
@@ -101,13 +109,23 @@ class QueryMemory:
         adversarial = np.zeros(count, bool) if adversarial is None else np.asarray(adversarial, bool).reshape(count)
         coarse = _coarse(signatures)
         flagged = np.zeros(count, dtype=bool)
+        radius = self.rule.radius
+        live = np.flatnonzero(self._live(now))  # a batch only makes regions more alive, except evicted ones
+        close = _coarse_distances(coarse, self._coarse[live]) <= radius  # [B, live], one pass for the batch
+        evicted: set[int] = set()
+        founded: dict[int, None] = {}  # regions this batch founded, in order (their slots may be evicted ones)
         for index in range(count):
             answer = int(classes[index])
-            live = np.flatnonzero(self._live(now))
-            near = live[np.abs(self._coarse[live] - coarse[index]).max(axis=1) <= self.rule.radius]
-            near = near[np.abs(self._signatures[near] - signatures[index]).max(axis=1) <= self.rule.radius]
+            candidates = live[close[index]]
+            if evicted:
+                candidates = candidates[~np.isin(candidates, list(evicted))]
+            if founded:
+                candidates = np.concatenate([candidates, np.fromiter(founded, dtype=np.int64)])
+            near = candidates[np.abs(self._signatures[candidates] - signatures[index]).max(axis=1) <= radius]
             if not len(near):
                 region = self._found(signatures[index], coarse[index], answer, now)
+                evicted.add(region)
+                founded[region] = None
             else:
                 region = int(near[np.argmin(self._founded[near])])
                 self._seen[near] = now

@@ -1,9 +1,11 @@
-"""`python -m iqaguard.redteam` (`make redteam PROFILE=...`): the adaptive black-box attack against a
-served model set, written into the set's report.
+"""`python -m iqaguard.redteam` (`make redteam PROFILE=...`): adaptive black-box and white-box attacks
+against a served model set, written into the set's report.
 
 Images: the build's held-out evaluation images (the same split the build evaluates on); only those the
-served ensemble answers correctly (where labels exist) and accepts are attacked. Writes
-<reports>/redteam.json and a section between markers in <reports>/report.md (created if missing).
+served ensemble answers correctly (where labels exist) and accepts are attacked. The attacks run on a
+server that has not seen those clean images (a restarted one, when this run started it). Ordinary-traffic
+flags of the probe memory are read from the server's metrics. Writes <reports>/redteam.json and a section
+between markers in <reports>/report.md (created if missing). docs/threat-model.md explains the figures.
 """
 
 from __future__ import annotations

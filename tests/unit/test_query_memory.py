@@ -76,14 +76,16 @@ def test_a_search_wider_than_the_radius_founds_new_regions() -> None:
     assert memory.observe(np.stack([base, moved]), np.array([1, 2]), now=0.0).tolist() == [False, False]
 
 
-def test_a_batch_is_judged_as_the_same_queries_one_by_one() -> None:
+@pytest.mark.parametrize("capacity", [8192, 2])  # 2: regions founded in the batch evict each other
+def test_a_batch_is_judged_as_the_same_queries_one_by_one(capacity: int) -> None:
     rng = np.random.default_rng(5)
     bases = rng.random((3, SIGNATURE_SIZE)).astype(np.float32) * 0.2 + np.array([[0.0], [1.0], [2.0]], np.float32)
     signatures = np.concatenate([_around(base, rng, 4) for base in bases])[rng.permutation(12)]
-    classes = rng.integers(0, 3, size=12)
-    batched = QueryMemory(ProbeRule()).observe(signatures, classes, now=0.0)
-    single = QueryMemory(ProbeRule())
-    one_by_one = [single.observe(signatures[i : i + 1], classes[i : i + 1], 0.0)[0] for i in range(12)]
+    classes, adversarial = rng.integers(0, 3, size=12), rng.random(12) < 0.3
+    batched = QueryMemory(ProbeRule(capacity=capacity)).observe(signatures, classes, 0.0, adversarial=adversarial)
+    single = QueryMemory(ProbeRule(capacity=capacity))
+    one_by_one = [single.observe(signatures[i : i + 1], classes[i : i + 1], 0.0, adversarial=adversarial[i : i + 1])[0]
+                  for i in range(12)]  # fmt: skip
     assert batched.tolist() == one_by_one and batched.any() and not batched.all()
 
 
