@@ -26,9 +26,14 @@ from iqaguard.launcher.process import TritonServer
 def test_in_process_pipeline_equals_the_served_ensemble(
     triton_server: TritonServer, fixture_repository: Path, photo: np.ndarray
 ) -> None:
+    """The in-process pipeline is the stateless part of the ensemble. The served verdict also depends on the
+    probe memory (what the shared server answered before), so the images are this test's own: two distinct
+    scenes (the photo upside down, a seeded synthetic image) that no other test sends."""
     pipeline = InProcessPipeline(fixture_repository, {"iqa_preprocess": 2, "teacher": 1})
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    for image in (encode(photo, "JPEG", quality=90), encode(photo[::3, ::2], "PNG")):
+    blocks = np.random.default_rng(20261203).uniform(30, 225, size=(6, 6, 3))
+    synthetic = np.rint(blocks.repeat(16, axis=0).repeat(16, axis=1)).astype(np.uint8)
+    for image in (encode(np.ascontiguousarray(photo[::-1, ::-1]), "JPEG", quality=90), encode(synthetic, "PNG")):
         tensor = grpcclient.InferInput(INPUT_IMAGE, [1, 1], "BYTES")
         tensor.set_data_from_numpy(np.array([[image]], dtype=np.object_))
         served = client.infer(ENSEMBLE, [tensor])
