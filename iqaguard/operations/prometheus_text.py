@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import urllib.request
 
+SETTLE_S = 2.5  # Triton refreshes its metrics every 2 s by default: wait this long before reading a change
+
 
 def scrape(url: str) -> dict[str, float]:
     """Series (name{labels}) -> value from a metrics endpoint."""

@@ -16,18 +16,18 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import tritonclient.http as httpclient
 from PIL import Image
 
 from iqaguard.contract import MONITOR, VERDICT_ACCEPT
-from iqaguard.launcher.embedded import server_for
-from iqaguard.launcher.process import server_ready
+from iqaguard.launcher.embedded import Endpoints, server_for
 from iqaguard.log import cli_logging
-from iqaguard.operations.prometheus_text import family_total, scrape
+from iqaguard.operations.prometheus_text import SETTLE_S, family_total, scrape
 from iqaguard.operations.rollout import find_set
 from iqaguard.redteam.oracle import ServedOracle
 from iqaguard.redteam.square import attack_loss, evasion_rates, square_attack
@@ -40,7 +40,7 @@ from iqaguard.training.profiles import PROFILES
 from iqaguard.training.splits import load_data
 
 log = logging.getLogger(__name__)
-METRICS_REFRESH_S = 2.5  # Triton refreshes its metrics every 2 s
+T = TypeVar("T")
 SECTION_START, SECTION_END = "<!-- redteam:start -->", "<!-- redteam:end -->"
 
 
@@ -91,9 +91,22 @@ def attackable(
     return chosen, classes, len(classes)
 
 
-def probe_flags(metrics_url: str, set_name: str) -> float:
-    """The set's served probe-memory flags so far (iqaguard_probe_flags_total)."""
-    return family_total(scrape(metrics_url), "iqaguard_probe_flags_total", set=set_name)
+def metrics_endpoint(at: Endpoints, args: argparse.Namespace) -> str:
+    """The metrics URL of the server the red team talks to: its own, else the one given for a running server."""
+    return at.metrics_url or f"http://{args.metrics_url}/metrics"
+
+
+def probe_flags_during(metrics_url: str, set_name: str, action: Callable[[], T]) -> tuple[T, float]:
+    """Run `action`; return its result and how many probe-memory flags the server counted for the set
+    meanwhile (iqaguard_probe_flags_total)."""
+
+    def flags() -> float:
+        return family_total(scrape(metrics_url), "iqaguard_probe_flags_total", set=set_name)
+
+    before = flags()
+    result = action()
+    time.sleep(SETTLE_S)
+    return result, flags() - before
 
 
 def resent_copies(images: np.ndarray) -> np.ndarray:
@@ -119,17 +132,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     # Each attack gets its own images: the server's probe memory would otherwise see one attack's queries
     # as the neighbours of the next one's.
     groups = len(eps_levels) * (2 if args.whitebox_steps > 0 else 1)
-    external = server_ready(args.http_url)
     log_path = Path("triton-redteam.log")
     with server_for(args.grpc_url, args.http_url, args.repository, log_path, not args.no_serve) as at:
         results["probe_memory"] = served_probe_rule(at.http_url, find_set(args.repository, set_name))
-        metrics_url = at.metrics_url or f"http://{args.metrics_url}/metrics"
+        external = not at.started_here
         oracle = ServedOracle(at.grpc_url, ensemble)
         try:
-            flags_before = probe_flags(metrics_url, set_name)
-            chosen, classes, examined = attackable(oracle, images, labels, args.count * groups)
-            time.sleep(METRICS_REFRESH_S)
-            flagged = probe_flags(metrics_url, set_name) - flags_before
+            (chosen, classes, examined), flagged = probe_flags_during(
+                metrics_endpoint(at, args), set_name, lambda: attackable(oracle, images, labels, args.count * groups))
             ordinary: dict[str, object] = {"clean_once": {"images": examined, "flagged": flagged}}
         finally:
             oracle.close()
@@ -143,18 +153,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         log.warning("attacking a server this run did not start: its probe memory holds the clean images")
     group = iter(np.array_split(np.array(chosen[: per_group * groups], dtype=int), groups))
     with server_for(args.grpc_url, args.http_url, args.repository, log_path, not args.no_serve) as at:
-        metrics_url = at.metrics_url or f"http://{args.metrics_url}/metrics"
         oracle = ServedOracle(at.grpc_url, ensemble)
         try:
             # Ordinary traffic: images no attack uses (re-encodings of an attacked image would fall in its
             # region of the server's memory and flag the attack for the wrong reason), each re-sent.
             spare = np.setdiff1d(np.arange(examined), chosen[: per_group * groups])[:200]
             if len(spare):
-                flags_before = probe_flags(metrics_url, set_name)
                 copies = resent_copies(images[spare])
-                oracle(copies)
-                time.sleep(METRICS_REFRESH_S)
-                flagged = probe_flags(metrics_url, set_name) - flags_before
+                _, flagged = probe_flags_during(metrics_endpoint(at, args), set_name, lambda: oracle(copies))
                 ordinary["jpeg_resent_5x"] = {"images": len(copies), "flagged": flagged}
             results["probe_memory_on_ordinary_traffic"] = ordinary
             per_eps = {}

@@ -13,13 +13,12 @@ from tritonclient.utils import InferenceServerException
 
 from iqaguard.contract import ENSEMBLE, MONITOR, VERDICT_ACCEPT, VERDICTS
 from iqaguard.imaging import INVALID_REASONS
-from iqaguard.operations.prometheus_text import family_total, scrape
+from iqaguard.operations.prometheus_text import SETTLE_S, family_total, scrape
 
 pytestmark = pytest.mark.integration
 SET = "fixture"  # the fixture repository's default set
 # Photos the fixture detector splits between accept and adversarial (the test checks both occur).
 POOL = ("astronaut", "camera", "coffee", "moon", "rocket", "horse")
-SCRAPE_SETTLE_S = 2.5  # Triton refreshes its metrics every 2 s by default
 
 
 def _infer(client: httpclient.InferenceServerClient, items: list[bytes], request_id: str):
@@ -54,7 +53,7 @@ def test_verdicts_invalid_inputs_and_audit_lines_match_the_answers(triton_server
     for reason, items in bad.items():
         with pytest.raises(InferenceServerException, match="invalid image"):
             _infer(client, items, f"bad-{reason}")
-    time.sleep(SCRAPE_SETTLE_S)
+    time.sleep(SETTLE_S)
     after = scrape(triton_server.metrics_url)
 
     def delta(name: str, **labels: str) -> float:
@@ -91,7 +90,7 @@ def test_the_monitors_added_latency_is_small(triton_server) -> None:
     before = scrape(triton_server.metrics_url)
     for index in range(40):
         _infer(client, [image], f"latency-{index}")
-    time.sleep(SCRAPE_SETTLE_S)
+    time.sleep(SETTLE_S)
     after = scrape(triton_server.metrics_url)
 
     def per_request_us(model: str, *families: str) -> float:
@@ -119,7 +118,7 @@ def test_every_request_is_guarded_whatever_outputs_it_asks_for(triton_server, as
     outputs = [httpclient.InferRequestedOutput(name, class_count=3 if name == "PROBS" else 0) for name in asked]
     result = client.infer(ENSEMBLE, [tensor], outputs=outputs)
     assert all(result.as_numpy(name) is not None for name in asked)
-    time.sleep(SCRAPE_SETTLE_S)
+    time.sleep(SETTLE_S)
     after = scrape(triton_server.metrics_url)
     assert sum(family_total(after, "iqaguard_verdicts_total", set=SET, verdict=v) -
                family_total(before, "iqaguard_verdicts_total", set=SET, verdict=v) for v in VERDICTS) == 1  # fmt: skip

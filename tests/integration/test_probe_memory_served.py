@@ -14,7 +14,7 @@ from support.images import encode
 
 from iqaguard.contract import ENSEMBLE, VERDICT_ACCEPT, VERDICT_ADVERSARIAL
 from iqaguard.iqa import brisque
-from iqaguard.operations.prometheus_text import family_total, scrape
+from iqaguard.operations.prometheus_text import SETTLE_S, family_total, scrape
 from iqaguard.operations.rollout import find_set
 from iqaguard.redteam.whitebox import GuardMembers, guard_pgd
 
@@ -65,7 +65,7 @@ def test_a_class_change_among_near_identical_images_is_answered_adversarial(trit
     # And now the clean image is the newcomer: the first answer in a neighbourhood stands, whichever it was.
     assert _answer(client, alone_clean, "probe-alone-clean")[1] == VERDICT_ADVERSARIAL
 
-    time.sleep(2.5)  # Triton refreshes its metrics every 2 s
+    time.sleep(SETTLE_S)
     after = scrape(triton_server.metrics_url)
     flags = family_total(after, "iqaguard_probe_flags_total", set=SET) - family_total(
         before, "iqaguard_probe_flags_total", set=SET)  # fmt: skip
