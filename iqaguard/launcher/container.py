@@ -4,9 +4,10 @@
 `command`, Kubernetes' `args`) runs tritonserver with the restricted-API flags added: the credential
 is $IQAGUARD_ADMIN_KEY or the file $IQAGUARD_ADMIN_KEY_FILE names (a mounted Secret), else an
 unguessable key nobody is told. It clears /dev/shm regions a crashed predecessor left, drains on
-SIGTERM (readiness false, in-flight requests finish within $IQAGUARD_DRAIN_SECONDS, then Triton
-stops: exit 0), and exits 1 when a backend stub dies or the deep probe keeps failing
-($IQAGUARD_HEALTH_INTERVAL, $IQAGUARD_HEALTH_FAILURES), so Docker or Kubernetes restarts it.
+SIGTERM (Triton's readiness and the deep probe turn false, in-flight requests finish within
+$IQAGUARD_DRAIN_SECONDS, then Triton stops: exit 0), and exits 1 when a backend stub dies or the
+deep probe keeps failing ($IQAGUARD_HEALTH_INTERVAL, $IQAGUARD_HEALTH_FAILURES), so Docker or
+Kubernetes restarts it.
 Stdlib-only, Python 3.10: it runs on the NGC image's interpreter.
 """
 
@@ -24,6 +25,7 @@ import threading
 from iqaguard.in_triton.busy import BUSY_DIR_ENV
 from iqaguard.launcher.drain import drain
 from iqaguard.launcher.probe import DEFAULT_MODEL, DRAIN_MARKER, DRAIN_MARKER_ENV, deep_ready
+from iqaguard.launcher.readiness_gate import ReadinessGate
 from iqaguard.launcher.security import (
     ADMIN_APIS,
     ADMIN_KEY_ENV,
@@ -38,19 +40,25 @@ from iqaguard.repository.live import CONFIG_NAME as LIVE_CONFIG_NAME
 
 log = logging.getLogger("iqaguard.container")
 NVIDIA_ENTRYPOINT = "/opt/nvidia/nvidia_entrypoint.sh"
+GATE_DIR_ENV = "IQAGUARD_GATE_DIR"
+DEFAULT_GATE_DIR = "/dev/shm/iqaguard-gate"  # writable in the image and in the pod (the /dev/shm emptyDir)
 
 
-def server_command(argv: list[str], env: dict[str, str]) -> list[str]:
-    """The command to exec: tritonserver gets the restricted-API flags and reads each set's live configs
-    (iqaguard.repository.live) unless told another config name; anything else runs as given."""
-    if not argv or os.path.basename(argv[0]) != "tritonserver":
-        return argv
+def admin_key(env: dict[str, str]) -> str:
+    """The operator's credential ($IQAGUARD_ADMIN_KEY or its file), else an unguessable one nobody is told."""
     key = configured_admin_key(env)
     if key:
         log.warning("admin APIs (%s) need the operator's credential", ", ".join(ADMIN_APIS))
-    else:
-        log.warning("admin APIs (%s) closed: %s is not set", ", ".join(ADMIN_APIS), ADMIN_KEY_ENV)
-        key = unguessable_key()
+        return key
+    log.warning("admin APIs (%s) closed: %s is not set", ", ".join(ADMIN_APIS), ADMIN_KEY_ENV)
+    return unguessable_key()
+
+
+def server_command(argv: list[str], key: str) -> list[str]:
+    """The command to exec: tritonserver gets the restricted-API flags for `key` and reads each set's live
+    configs (iqaguard.repository.live) unless told another config name; anything else runs as given."""
+    if not argv or os.path.basename(argv[0]) != "tritonserver":
+        return argv
     live = [] if _flag(argv, "model-config-name", "") else [f"--model-config-name={LIVE_CONFIG_NAME}"]
     return [argv[0], *restricted_api_flags(key), *live, *argv[1:]]
 
@@ -67,8 +75,9 @@ def _env_float(env: dict[str, str], name: str, default: float) -> float:
 class Supervisor:
     """tritonserver as a child: drained on SIGTERM, restarted (by exiting 1) when a stub dies."""
 
-    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+    def __init__(self, command: list[str], env: dict[str, str], key: str) -> None:
         self.env = env
+        self.key = key
         self.http_url = f"127.0.0.1:{_flag(command, 'http-port', '8000')}"
         self.metrics_url = f"http://127.0.0.1:{_flag(command, 'metrics-port', '8002')}/metrics"
         self.busy_dir = env.setdefault(BUSY_DIR_ENV, "/dev/shm/iqaguard-busy")
@@ -77,6 +86,9 @@ class Supervisor:
         self.marker = env.get(DRAIN_MARKER_ENV) or DRAIN_MARKER
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.marker)
+        # Turns Triton's own /v2/health/ready false when the drain starts (iqaguard.launcher.readiness_gate).
+        self.gate = ReadinessGate(env.get(GATE_DIR_ENV) or DEFAULT_GATE_DIR)
+        command = [*command, self.gate.flag()]
         if os.path.exists(NVIDIA_ENTRYPOINT):
             command = [NVIDIA_ENTRYPOINT, *command]  # its banner and environment checks; it execs the server
         self.child = subprocess.Popen(command, env=env, start_new_session=True)
@@ -95,7 +107,9 @@ class Supervisor:
 
     def _drain_then_stop(self) -> None:
         if self.child.poll() is None:
-            drain(self.metrics_url, self.busy_dir, _env_float(self.env, "IQAGUARD_DRAIN_SECONDS", 20.0), self.marker)
+            seconds = _env_float(self.env, "IQAGUARD_DRAIN_SECONDS", 20.0)
+            close = lambda: self.gate.close(self.http_url, self.key)  # noqa: E731
+            drain(self.metrics_url, self.busy_dir, seconds, self.marker, close)
         self.child.send_signal(signal.SIGTERM)
 
     def check(self) -> str | None:
@@ -120,6 +134,7 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError):  # stubs the server left behind
             os.killpg(self.child.pid, signal.SIGKILL)
         self.child.wait()
+        self.gate.remove()
         return code if code is not None else 1
 
 
@@ -127,15 +142,17 @@ def main(argv: list[str] | None = None) -> None:
     """Run the server under supervision; exit with its exit code (1 after a fault)."""
     logging.basicConfig(level=logging.INFO, format="iqaguard: %(message)s")
     env = dict(os.environ)
-    command = server_command(list(sys.argv[1:] if argv is None else argv), env)
-    if not command:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
         sys.exit("usage: python3 -m iqaguard.launcher.container tritonserver [flags...]")
-    if os.path.basename(command[0]) != "tritonserver":
-        os.execvp(command[0], command)
+    if os.path.basename(argv[0]) != "tritonserver":
+        os.execvp(argv[0], argv)
+    key = admin_key(env)
+    command = server_command(argv, key)
     # A restarted container keeps its /dev/shm (a pod's emptyDir): regions of a crashed server go first.
     remove_shm_regions(DEFAULT_SHM_PREFIX)
     os.umask(0o077)  # the server's shared-memory regions: owner only
-    supervisor = Supervisor(command, env)
+    supervisor = Supervisor(command, env, key)
     signal.signal(signal.SIGTERM, supervisor.on_signal)
     signal.signal(signal.SIGINT, supervisor.on_signal)
     sys.exit(supervisor.run())

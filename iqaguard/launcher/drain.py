@@ -2,9 +2,10 @@
 
 Triton 2.51 on SIGTERM stops every model's scheduler at once, so an ensemble request in flight
 fails at its next step ("Server is stopping"); measured: 0 of 8 three-second requests completed,
-exit code 1. The supervisor therefore drains first: readiness turns false (the drain marker, which
-the deep probe reports), queued requests (Triton's pending-request gauge) and executing ones (the
-stubs' busy markers, iqaguard.in_triton.busy) run to the end, then SIGTERM finds Triton idle.
+exit code 1. The supervisor therefore drains first: readiness turns false (Triton's own, through
+iqaguard.launcher.readiness_gate, and the drain marker, which the deep probe reports), queued
+requests (Triton's pending-request gauge) and executing ones (the stubs' busy markers,
+iqaguard.in_triton.busy) run to the end, then SIGTERM finds Triton idle.
 Stdlib-only, Python 3.10: the container entrypoint runs it.
 """
 
@@ -14,6 +15,7 @@ import logging
 import os
 import time
 import urllib.request
+from collections.abc import Callable
 
 from iqaguard.launcher.probe import DRAIN_MARKER
 
@@ -54,10 +56,16 @@ def wait_idle(metrics_url: str, busy_dir: str, timeout_s: float, quiet_s: float 
     return False
 
 
-def drain(metrics_url: str, busy_dir: str, timeout_s: float, marker: str = DRAIN_MARKER) -> bool:
-    """Mark the server draining (readiness false), then wait until idle; True when it got idle in time."""
+def drain(
+    metrics_url: str, busy_dir: str, timeout_s: float, marker: str = DRAIN_MARKER,
+    close_readiness: Callable[[], bool] | None = None,
+) -> bool:
+    """Mark the server draining (readiness false: the marker, and `close_readiness()`, which turns Triton's
+    own readiness false), then wait until idle; True when it got idle in time."""
     with open(marker, "w") as handle:
         handle.write(str(os.getpid()))
+    if close_readiness is not None and not close_readiness():
+        log.warning("drain: Triton's /v2/health/ready could not be turned false; the deep probe reports draining")
     started = time.monotonic()
     idle = wait_idle(metrics_url, busy_dir, timeout_s)
     log.warning(

@@ -44,6 +44,15 @@ def _request_body(image: bytes) -> tuple[bytes, int]:
     return encoded + struct.pack("<I", len(image)) + image, len(encoded)
 
 
+def server_ready(http_url: str, timeout_s: float = 2.0) -> bool:
+    """Whether Triton answers /v2/health/ready with 200 at http_url (host:port, no scheme)."""
+    try:
+        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=timeout_s) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def model_ready(http_url: str, model: str, timeout_s: float = 5.0) -> bool:
     """Whether Triton says `model` is loaded and ready (200 from /v2/models/<model>/ready); an unloaded model
     (e.g. a set an operator took off the server) is not. A model whose stub died still says ready."""

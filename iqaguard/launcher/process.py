@@ -12,14 +12,14 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from iqaguard.in_triton.busy import BUSY_DIR_ENV
 from iqaguard.launcher.backends import TritonInstall, assemble_backend_directory, server_environment
+from iqaguard.launcher.probe import server_ready
+from iqaguard.launcher.readiness_gate import ReadinessGate
 from iqaguard.launcher.security import (
     remove_shm_regions,
     restrict_shm_regions,
@@ -44,15 +44,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         return sock.getsockname()[1]
-
-
-def server_ready(http_url: str, timeout_s: float = 2.0) -> bool:
-    """Whether a Triton server answers /v2/health/ready with 200 at http_url (host:port, no scheme)."""
-    try:
-        with urllib.request.urlopen(f"http://{http_url}/v2/health/ready", timeout=timeout_s) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
 
 
 def has_gpu() -> bool:
@@ -114,6 +105,7 @@ class TritonServer:
         self.startup_seconds: float | None = None  # set by wait_ready
         # The stubs' busy markers (iqaguard.in_triton.busy), read by a drain; private to this server.
         self.busy_dir = tempfile.mkdtemp(prefix="iqaguard-busy-")
+        self.gate = ReadinessGate()  # turns /v2/health/ready false when a drain starts
 
     @property
     def pid(self) -> int:
@@ -138,9 +130,10 @@ class TritonServer:
         """Launch tritonserver (does not wait for readiness)."""
         install = TritonInstall.locate()
         os.makedirs(self.busy_dir, mode=0o700, exist_ok=True)
+        self.gate.open()
         backend_dir = assemble_backend_directory(install)
         self.process = subprocess.Popen(
-            self.options.command(install, backend_dir),
+            [*self.options.command(install, backend_dir), self.gate.flag()],
             env={**server_environment(install), BUSY_DIR_ENV: self.busy_dir},
             stdout=self.log,
             stderr=subprocess.STDOUT if self.log is not None else None,
@@ -166,6 +159,10 @@ class TritonServer:
                 return self.startup_seconds
             time.sleep(0.25)
         raise ServerStartError(f"tritonserver not ready after {timeout:.0f} s")
+
+    def close_readiness(self) -> bool:
+        """Make /v2/health/ready answer not ready while every model keeps serving (a drain's first step)."""
+        return self.gate.close(self.http_url, self.options.admin_key)
 
     def terminate(self) -> None:
         """Ask the server to shut down (SIGTERM by PID) without waiting."""
@@ -211,6 +208,7 @@ class TritonServer:
         self.kill()  # a crashed server's stubs stay in its process group
         self._wait_group_gone(timeout=5.0)
         shutil.rmtree(self.busy_dir, ignore_errors=True)  # markers of stubs killed inside execute()
+        self.gate.remove()
         removed = remove_shm_regions(self.options.shm_prefix)
         if removed:
             log.info("removed %d shared-memory regions the server left in /dev/shm", len(removed))

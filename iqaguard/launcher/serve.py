@@ -238,7 +238,7 @@ def drain_then_stop(server: TritonServer, timeout_s: float) -> None:
     """Let queued and executing requests finish (up to `timeout_s`), then SIGTERM the server."""
     if server.process is not None and server.process.poll() is None and server.startup_seconds is not None:
         marker = os.path.join(server.busy_dir, os.pardir, f"{os.path.basename(server.busy_dir)}.draining")
-        idle = drain(server.metrics_url, server.busy_dir, timeout_s, marker=marker)
+        idle = drain(server.metrics_url, server.busy_dir, timeout_s, marker, server.close_readiness)
         with contextlib.suppress(OSError):
             os.unlink(marker)
         print(f"iqaguard-serve: drained ({'idle' if idle else 'drain timeout reached'})", flush=True)

@@ -34,6 +34,7 @@ def _entrypoint(repository: Path, tmp_path: Path) -> tuple[subprocess.Popen[byte
     env = {
         **server_environment(install), "IQAGUARD_ADMIN_KEY": "operator-key", "IQAGUARD_HEALTH_INTERVAL": "1",
         "IQAGUARD_BUSY_DIR": str(tmp_path / "busy"), "IQAGUARD_DRAIN_MARKER": str(tmp_path / "draining"),
+        "IQAGUARD_GATE_DIR": str(tmp_path / "gate"),
     }  # fmt: skip
     log = (tmp_path / "entrypoint.log").open("wb")
     process = subprocess.Popen(
@@ -96,7 +97,10 @@ def test_entrypoint_drains_on_sigterm(fixture_repository: Path, tmp_path: Path, 
     process.send_signal(signal.SIGTERM)
     time.sleep(0.5)
     assert probe.main(["--url", server.http_url, "--drain-marker", env["IQAGUARD_DRAIN_MARKER"]]) == 1, "not ready"
+    assert not probe.server_ready(server.http_url), "Triton's own readiness false while draining"
+    assert any(thread.is_alive() for thread in threads), "requests should still be in flight here"
     for thread in threads:
         thread.join(timeout=120)
     assert process.wait(timeout=120) == 0
     assert outcomes == ["ok"] * 4, outcomes
+    assert not (tmp_path / "gate").exists(), "the readiness gate's repository is removed"

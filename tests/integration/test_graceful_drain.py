@@ -1,4 +1,4 @@
-"""SIGTERM drains: requests in flight complete, exit code 0, no stub or /dev/shm region left behind."""
+"""SIGTERM drains: readiness false first, requests in flight complete, exit code 0, nothing left behind."""
 
 from __future__ import annotations
 
@@ -18,13 +18,14 @@ from test_server_lifecycle import _launch, _wait_for_line
 from tritonclient.utils import InferenceServerException
 
 from iqaguard.contract import ENSEMBLE
+from iqaguard.launcher.probe import server_ready
 
 pytestmark = pytest.mark.integration
 
 
 def test_sigterm_lets_requests_in_flight_finish(fixture_repository: Path, tmp_path: Path, photo: np.ndarray) -> None:
     log = tmp_path / "launcher.log"
-    process, _ = _launch(fixture_repository, log, "--drain-timeout", "60")
+    process, http_port = _launch(fixture_repository, log, "--drain-timeout", "60")
     text = _wait_for_line(log, "ready in", process)
     server_pid = int(text.split("(pid ", 1)[1].split(")", 1)[0])
     url = f"127.0.0.1:{_grpc_port(text)}"
@@ -50,6 +51,13 @@ def test_sigterm_lets_requests_in_flight_finish(fixture_repository: Path, tmp_pa
     time.sleep(1.0)
     signalled = time.monotonic()
     process.send_signal(signal.SIGTERM)
+    _wait_for_line(log, "draining then stopping", process)
+    time.sleep(0.5)
+    # Triton's own readiness (what Kubernetes, load balancers and `curl` ask), HTTP and gRPC alike.
+    assert not server_ready(f"127.0.0.1:{http_port}"), "ready while draining"
+    assert not grpcclient.InferenceServerClient(url).is_server_ready(), "gRPC ready while draining"
+    assert grpcclient.InferenceServerClient(url).is_model_ready(ENSEMBLE), "the models keep serving"
+    assert any(thread.is_alive() for thread in threads), "requests should still be in flight here"
     for thread in threads:
         thread.join(timeout=120)
     code = process.wait(timeout=120)
@@ -62,3 +70,5 @@ def test_sigterm_lets_requests_in_flight_finish(fixture_repository: Path, tmp_pa
     assert refused.value.status() == "StatusCode.UNAVAILABLE"
     assert subprocess.run(["pgrep", "-g", str(server_pid)], capture_output=True).returncode == 1, "stubs left"
     assert not list(Path("/dev/shm").glob(f"{prefix}*")), "shared-memory regions left"
+    gate = [arg.split("=", 1)[1] for arg in command_line if "iqaguard-gate-" in arg]
+    assert len(gate) == 1 and not Path(gate[0]).exists(), "the readiness gate's repository is removed"
