@@ -6,7 +6,7 @@ DURATION ?= 30s
 OMP_WAIT_POLICY ?= PASSIVE
 PY := $(VENV)/bin/python
 
-.PHONY: setup serve build test lint bench-iqa loadtest bench redteam
+.PHONY: setup serve build test lint bench-iqa loadtest bench bench-expensive redteam
 
 setup:  ## create/refresh .venv and system packages (idempotent)
 	@bash scripts/setup.sh
@@ -37,6 +37,9 @@ loadtest: setup  ## headless Locust load test on 127.0.0.1 (USERS=8 DURATION=30s
 
 bench: setup  ## served ensemble vs served teacher vs in-process pipeline (imagenet profile, 224x224, RANDOM weights); JSON in reports/bench/
 	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH OMP_WAIT_POLICY=$(OMP_WAIT_POLICY) $(PY) -m iqaguard.bench.benchmark $(BENCH_ARGS)
+
+bench-expensive: setup  ## ordinary clients' p50/p99 alone and while one client sends the costliest legal request (EXPENSIVE_ARGS); JSON in reports/bench/
+	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m iqaguard.bench.expensive_load $(EXPENSIVE_ARGS)
 
 redteam: setup  ## adaptive black-box and white-box attacks on a served set (PROFILE=fashion|natural, IMAGES for folder profiles; REDTEAM_ARGS); section in reports/<set>/report.md
 	@PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m iqaguard.redteam --profile $(PROFILE) \

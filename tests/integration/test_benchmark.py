@@ -87,3 +87,23 @@ def test_benchmark_command_writes_json_against_a_running_server(
     assert report["conditions"]["instances_served_and_in_process"]["iqa_preprocess"] == 2
     assert report["conditions"]["members"]["teacher"]["weights"] == "random"
     assert "ensemble/inprocess" in result.stdout and "at peak throughput" in result.stdout
+
+
+@pytest.mark.integration
+def test_expensive_load_benchmark_sends_the_costliest_legal_request(
+    triton_server: TritonServer, fixture_repository: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "expensive.json"
+    command = [
+        sys.executable, "-m", "iqaguard.bench.expensive_load", "--repository", str(fixture_repository),
+        "--url", triton_server.grpc_url, "--http-url", triton_server.http_url, "--duration", "1", "--json", str(out),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert list(report["phases"]) == ["baseline", "with_costly_client", "baseline_after"]
+    assert all(phase["requests"] > 0 and phase["errors"] == 0 for phase in report["phases"].values())
+    costly = report["costly_requests"]
+    assert costly["answered"] >= 1 and not costly["errors"], "the costliest request is legal: answered, not refused"
+    assert costly["items"] == report["budget"]["max_request_items"]
+    assert "the baseline (target < 2×)" in result.stdout

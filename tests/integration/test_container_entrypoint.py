@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from PIL import Image
-from support.images import encode
 from test_admin_surfaces import _http
 from test_fault_recovery import _stub_pid
+from test_graceful_drain import slow_tensors
 
 from iqaguard.contract import ENSEMBLE
 from iqaguard.launcher import probe
@@ -78,19 +77,17 @@ def test_entrypoint_closes_admin_apis_and_exits_when_a_stub_dies(fixture_reposit
 
 def test_entrypoint_drains_on_sigterm(fixture_repository: Path, tmp_path: Path, photo: np.ndarray) -> None:
     process, server, env = _entrypoint(fixture_repository, tmp_path)
-    big = encode(Image.fromarray(photo).resize((2000, 1500)), "JPEG", quality=95)
-    tensor = grpcclient.InferInput("IMAGE", [16, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([big] * 16, dtype=np.object_).reshape(-1, 1))
+    tensors = slow_tensors(photo, ordinary=3)
     outcomes: list[object] = []
 
-    def send() -> None:
+    def send(tensor: grpcclient.InferInput) -> None:
         try:
             grpcclient.InferenceServerClient(server.grpc_url).infer(ENSEMBLE, [tensor], client_timeout=120)
             outcomes.append("ok")
         except Exception as error:
             outcomes.append(error)
 
-    threads = [threading.Thread(target=send) for _ in range(4)]
+    threads = [threading.Thread(target=send, args=(tensor,)) for tensor in tensors]
     for thread in threads:
         thread.start()
     time.sleep(1.0)

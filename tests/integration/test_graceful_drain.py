@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from PIL import Image
-from support.images import encode
+from support.images import slow_requests
 from test_fault_recovery import _grpc_port
 from test_server_lifecycle import _launch, _wait_for_line
 from tritonclient.utils import InferenceServerException
@@ -23,6 +22,15 @@ from iqaguard.launcher.probe import server_ready
 pytestmark = pytest.mark.integration
 
 
+def slow_tensors(photo: np.ndarray, ordinary: int) -> list[grpcclient.InferInput]:
+    """IMAGE inputs of expensive but legal requests: one large (seconds of decoding), `ordinary` of 11 Mpx."""
+    tensors = []
+    for items in slow_requests(photo, ordinary):
+        tensors.append(grpcclient.InferInput("IMAGE", [len(items), 1], "BYTES"))
+        tensors[-1].set_data_from_numpy(np.array(items, dtype=np.object_).reshape(-1, 1))
+    return tensors
+
+
 def test_sigterm_lets_requests_in_flight_finish(fixture_repository: Path, tmp_path: Path, photo: np.ndarray) -> None:
     log = tmp_path / "launcher.log"
     process, http_port = _launch(fixture_repository, log, "--drain-timeout", "60")
@@ -31,13 +39,10 @@ def test_sigterm_lets_requests_in_flight_finish(fixture_repository: Path, tmp_pa
     url = f"127.0.0.1:{_grpc_port(text)}"
     command_line = Path(f"/proc/{server_pid}/cmdline").read_bytes().decode().split("\0")
     (prefix,) = [arg.split("shm-region-prefix-name=", 1)[1] for arg in command_line if "shm-region-prefix" in arg]
-    # Expensive but legal requests: 16 photos of 3 Mpx each, about a second of decoding apiece.
-    big = encode(Image.fromarray(photo).resize((2000, 1500)), "JPEG", quality=95)
-    tensor = grpcclient.InferInput("IMAGE", [16, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([big] * 16, dtype=np.object_).reshape(-1, 1))
+    tensors = slow_tensors(photo, ordinary=7)
     outcomes: list[str] = []
 
-    def send() -> None:
+    def send(tensor: grpcclient.InferInput) -> None:
         client = grpcclient.InferenceServerClient(url)
         try:
             client.infer(ENSEMBLE, [tensor], client_timeout=120)
@@ -45,7 +50,7 @@ def test_sigterm_lets_requests_in_flight_finish(fixture_repository: Path, tmp_pa
         except InferenceServerException as error:
             outcomes.append(f"{error.status()}: {error.message()}")
 
-    threads = [threading.Thread(target=send) for _ in range(8)]
+    threads = [threading.Thread(target=send, args=(tensor,)) for tensor in tensors]
     for thread in threads:
         thread.start()
     time.sleep(1.0)
@@ -66,7 +71,7 @@ def test_sigterm_lets_requests_in_flight_finish(fixture_repository: Path, tmp_pa
     assert code == 0, log.read_text()[-3000:]
     assert "drained (idle)" in log.read_text()
     with pytest.raises(InferenceServerException) as refused:  # stopped: UNAVAILABLE, which clients retry
-        grpcclient.InferenceServerClient(url).infer(ENSEMBLE, [tensor], client_timeout=10)
+        grpcclient.InferenceServerClient(url).infer(ENSEMBLE, [tensors[1]], client_timeout=10)
     assert refused.value.status() == "StatusCode.UNAVAILABLE"
     assert subprocess.run(["pgrep", "-g", str(server_pid)], capture_output=True).returncode == 1, "stubs left"
     assert not list(Path("/dev/shm").glob(f"{prefix}*")), "shared-memory regions left"

@@ -19,6 +19,16 @@ def encode(image: Image.Image | np.ndarray, fmt: str, **save_args: object) -> by
     return buffer.getvalue()
 
 
+def slow_requests(photo: np.ndarray, ordinary: int) -> list[list[bytes]]:
+    """Requests that keep a server busy for seconds: first one large request (16 noise WebP images of
+    3 Mpx, the slowest format to decode per pixel: one at a time, at low priority), then `ordinary`
+    requests of 16 photos of 0.7 Mpx each (11.2 Mpx in total, under the checked-in large_request_pixels)."""
+    noise = np.random.default_rng(0).integers(0, 256, (1500, 2000, 3), dtype=np.uint8)
+    large = encode(noise, "WEBP", quality=90)
+    photos = encode(Image.fromarray(photo).resize((1000, 700)), "JPEG", quality=95)
+    return [[large] * 16] + [[photos] * 16 for _ in range(ordinary)]
+
+
 def png_header_claiming(width: int, height: int) -> bytes:
     """A PNG whose IHDR claims width×height pixels, with a token IDAT: a decompression bomb's header."""
 

@@ -9,8 +9,11 @@ import pytest
 from support import CHECKED_IN_REPOSITORY
 
 from iqaguard.bench.benchmark import ratios
+from iqaguard.bench.expensive_load import Budget, costliest_items
 from iqaguard.bench.loadgen import LoadResult, measure
 from iqaguard.contract import ENSEMBLE
+from iqaguard.imaging import InvalidImageError
+from iqaguard.in_triton.preprocess import RequestBudget, header_pixels
 from iqaguard.repository.layout import copy_checked_in
 from iqaguard.repository.manifest import artifact_meta
 
@@ -53,3 +56,15 @@ def test_speed_repository_parts(tmp_path: Path, fixture_repository: Path) -> Non
     assert (tmp_path / "guard_monitor" / "1" / "model.py").is_file()
     assert not list(tmp_path.glob("*/*/model.pt"))  # configs only, never built artifacts
     assert artifact_meta(fixture_repository / "teacher" / "1" / "model.pt")["weights"] == "random"
+
+
+def test_the_costliest_request_fills_the_budget_and_one_more_item_is_refused() -> None:
+    budget = Budget(max_pixels=300_000, max_bytes=2_000_000, max_request_items=4, max_request_bytes=8_000_000,
+                    max_request_pixels=1_000_000)  # fmt: skip
+    items = costliest_items(budget)
+    served = RequestBudget(budget.max_request_items, budget.max_request_bytes, budget.max_request_pixels)
+    served.check(items)  # legal: nothing raised
+    assert len(items) == 4 and 0.95 * budget.max_request_pixels <= sum(map(header_pixels, items))
+    assert all(header_pixels(item) <= budget.max_pixels and len(item) <= budget.max_bytes for item in items)
+    with pytest.raises(InvalidImageError, match="max_request_items"):
+        served.check([*items, items[0]])

@@ -7,6 +7,7 @@ import triton_python_backend_utils as pb_utils
 
 from iqaguard.in_triton.busy import busy
 from iqaguard.in_triton.guard_metrics import InvalidInputMetrics
+from iqaguard.in_triton.large_requests import LargeRequestGate, RequestRefused, slot_directory
 from iqaguard.in_triton.preprocess import Preprocessor, RequestBudget
 from iqaguard.repository.layout import read_input_size
 from iqaguard.repository.sets import set_label
@@ -27,6 +28,11 @@ class TritonPythonModel:
                 max_bytes=int(params["max_request_bytes"]),
                 max_pixels=int(params["max_request_pixels"]),
             ),
+            large=LargeRequestGate(
+                slot_directory(args["model_name"]),
+                max_large=int(params["max_concurrent_large_requests"]),
+                large_pixels=int(params["large_request_pixels"]),
+            ),
         )
         self.invalid_inputs = InvalidInputMetrics(pb_utils, set_label(args["model_repository"], args["model_name"]))
 
@@ -41,6 +47,10 @@ class TritonPythonModel:
             batches.append([bytes(item) for item in tensor.as_numpy().reshape(-1)])
         responses = []
         for result in self.preprocessor.run(batches):
+            if isinstance(result, RequestRefused):
+                error = pb_utils.TritonError(str(result), pb_utils.TritonError.UNAVAILABLE)
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
+                continue
             if isinstance(result, Exception):
                 self.invalid_inputs.record(getattr(result, "kind", "undecodable"))
                 error = pb_utils.TritonError(str(result), pb_utils.TritonError.INVALID_ARG)
