@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import logging
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -76,10 +78,17 @@ class LargeRequestGate:
             return self._worker.submit(work).result()
 
 
-def slot_directory(model_name: str) -> str:
-    """Where this server's instances of `model_name` share their slots: a folder named after the server
-    process (a backend stub's parent), so two servers on one host never share slots."""
-    return os.path.join(tempfile.gettempdir(), f"iqaguard-{os.getuid()}", f"large-{os.getppid()}-{model_name}")
+def slot_directory(model_name: str, server_pid: int | None = None) -> str:
+    """Where one server's instances of `model_name` share their slots: a folder named after the server
+    process (by default this stub's parent), so two servers on one host never share slots."""
+    server_pid = os.getppid() if server_pid is None else server_pid
+    return os.path.join(tempfile.gettempdir(), f"iqaguard-{os.getuid()}", f"large-{server_pid}-{model_name}")
+
+
+def remove_slot_directories(server_pid: int) -> None:
+    """Delete the slot folders of the server with this PID (after it exited)."""
+    for directory in glob.glob(glob.escape(slot_directory("", server_pid)) + "*"):
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _lower_priority() -> None:

@@ -23,6 +23,7 @@ import sys
 import threading
 
 from iqaguard.in_triton.busy import BUSY_DIR_ENV
+from iqaguard.in_triton.large_requests import remove_slot_directories
 from iqaguard.launcher.drain import drain
 from iqaguard.launcher.probe import DEFAULT_MODEL, DRAIN_MARKER, DRAIN_MARKER_ENV, deep_ready
 from iqaguard.launcher.readiness_gate import ReadinessGate
@@ -135,6 +136,7 @@ class Supervisor:
             os.killpg(self.child.pid, signal.SIGKILL)
         self.child.wait()
         self.gate.remove()
+        remove_slot_directories(self.child.pid)
         return code if code is not None else 1
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from iqaguard.in_triton.busy import BUSY_DIR_ENV
+from iqaguard.in_triton.large_requests import remove_slot_directories
 from iqaguard.launcher.backends import TritonInstall, assemble_backend_directory, server_environment
 from iqaguard.launcher.probe import server_ready
 from iqaguard.launcher.readiness_gate import ReadinessGate
@@ -209,6 +210,8 @@ class TritonServer:
         self._wait_group_gone(timeout=5.0)
         shutil.rmtree(self.busy_dir, ignore_errors=True)  # markers of stubs killed inside execute()
         self.gate.remove()
+        if self.process is not None:
+            remove_slot_directories(self.process.pid)
         removed = remove_shm_regions(self.options.shm_prefix)
         if removed:
             log.info("removed %d shared-memory regions the server left in /dev/shm", len(removed))
