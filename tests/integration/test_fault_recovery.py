@@ -154,7 +154,12 @@ def test_clients_abandoning_requests_do_not_leave_the_service_down(
     leaked = re.search(r"has (\d+) in-flight inferences", text) is not None  # Triton names them at shutdown
     print(f"40 abandoned requests: {crashes} crash(es), answering {back_after:.1f} s later; "
           f"in-flight requests leaked at shutdown: {leaked}; launcher exit code {code}")
+    # The same defect can strike while Triton stops: reported as a crash (128 + SIGSEGV), never hidden.
+    crashed_stopping = "stopped (tritonserver exit code -11)" in text
+    print(f"crashed while stopping: {crashed_stopping}")
     # A clean exit unless Triton itself reported requests it never finished (and then its own code, 1).
-    assert code == (1 if leaked else 0), text[-3000:]
+    assert code == (1 if leaked else 139 if crashed_stopping else 0), text[-3000:]
+    if crashed_stopping:
+        assert "drained (idle)" in text, "the crash came after the drain, not instead of it"
     if leaked:
         assert "failed to stop server" in text and "stopped (tritonserver exit code 1)" in text
