@@ -5,6 +5,7 @@ Streams one perturbation setting at a time so only features are kept, never all 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from iqaguard.iqa import brisque
 from iqaguard.training.config import BuildConfig
 from iqaguard.training.data import ImageSet, as_float, batches
 from iqaguard.training.heldout_samples import KeptPixels
-from iqaguard.training.perturb import Perturbation, attack, distort
+from iqaguard.training.perturb import Perturbation, attack, distort_many, distortion_pool
 from iqaguard.training.profiles import Profile
 from iqaguard.training.samples import CLEAN, Samples
 from iqaguard.training.splits import Data
@@ -100,30 +101,33 @@ def featurize_perturbed(
     all_squeeze: list[np.ndarray] = []
     total = sum(min(len(images), s.max_images or len(images)) for s in settings)
     progress = tqdm(total=total, desc=desc, unit="img", mininterval=1.0)
-    for index, setting in enumerate(settings):
-        parts = []
-        n = min(len(images), setting.max_images or len(images))
-        for part in batches(n, featurizer.batch_size):
-            if setting.is_attack:
-                targets = torch.from_numpy(clean_predictions[part])
-                x = as_float(images.pixels[part])
-                perturbed = attack(featurizer.teacher, x, targets, setting, generator, pgd_steps,
-                                   classes=clean.teacher_logits.shape[1])
-            else:
-                perturbed = np.stack([distort(p, setting, rng) for p in as_float(images.pixels[part]).numpy()])
-            pixels = np.rint(perturbed * 255.0).astype(np.uint8)
-            parts.append(featurizer(pixels))
-            if keep is not None:
-                flipped = parts[-1]["teacher_logits"].argmax(1) != clean_predictions[part]
-                keep.offer(index, setting.is_attack, part.start, pixels, flipped)
-            progress.update(part.stop - part.start)
-        merged = _merge(parts)
-        all_samples.append(Samples(
-            image=clean.image[:n].copy(), setting=np.full(n, index), iqa=merged["iqa"],
-            teacher_logits=merged["teacher_logits"], student_logits=merged["student_logits"],
-            flipped=merged["teacher_logits"].argmax(1) != clean_predictions[:n], eligible=clean.eligible[:n].copy(),
-        ))
-        all_squeeze.append(merged.get("squeeze", np.zeros((n, 0), np.float32)))
+    # Distortions and corruptions are Pillow/numpy work on one core each: shared among worker processes.
+    pool = distortion_pool() if any(not s.is_attack for s in settings) else None
+    with pool or contextlib.nullcontext():
+        for index, setting in enumerate(settings):
+            parts = []
+            n = min(len(images), setting.max_images or len(images))
+            for part in batches(n, featurizer.batch_size):
+                if setting.is_attack:
+                    targets = torch.from_numpy(clean_predictions[part])
+                    x = as_float(images.pixels[part])
+                    perturbed = attack(featurizer.teacher, x, targets, setting, generator, pgd_steps,
+                                       classes=clean.teacher_logits.shape[1])
+                else:
+                    perturbed = distort_many(as_float(images.pixels[part]).numpy(), setting, rng, pool)
+                pixels = np.rint(perturbed * 255.0).astype(np.uint8)
+                parts.append(featurizer(pixels))
+                if keep is not None:
+                    flipped = parts[-1]["teacher_logits"].argmax(1) != clean_predictions[part]
+                    keep.offer(index, setting.is_attack, part.start, pixels, flipped)
+                progress.update(part.stop - part.start)
+            merged = _merge(parts)
+            all_samples.append(Samples(
+                image=clean.image[:n].copy(), setting=np.full(n, index), iqa=merged["iqa"],
+                teacher_logits=merged["teacher_logits"], student_logits=merged["student_logits"],
+                flipped=merged["teacher_logits"].argmax(1) != clean_predictions[:n], eligible=clean.eligible[:n].copy(),
+            ))
+            all_squeeze.append(merged.get("squeeze", np.zeros((n, 0), np.float32)))
     progress.close()
     return Samples.concat(all_samples), np.concatenate(all_squeeze)
 

@@ -162,6 +162,9 @@ PROFILES = {
         pretrained_teacher=None,
         teacher_epochs=8,
         student_epochs=8,
+        # Batch 256 at lr 0.1: 10% faster than 128 at 0.05, agreement 95.50% against 95.39% (trial, seed 0).
+        student_batch=256,
+        student_lr=0.1,
         fit_pool=4000,
         fit_images=1000,
         calib_images=2000,

@@ -309,3 +309,20 @@ def test_served_png_round_trip_is_lossless() -> None:
     buffer = io.BytesIO()
     to_image(pixels).save(buffer, format="PNG")
     assert buffer.getvalue()
+
+
+def test_distortions_shared_among_workers_equal_those_made_in_one_process() -> None:
+    """Each image draws from its own generator, so a worker pool changes nothing in the build's data."""
+    from iqaguard.training.perturb import distort_many, distortion_pool
+
+    pixels = np.random.default_rng(0).random((12, 3, 16, 16), dtype=np.float32)
+    settings = [Perturbation("noise", 0.1), Perturbation("jpeg", 15), Perturbation("snow", 3, seen=False)]
+    alone = [distort_many(pixels, s, np.random.default_rng(5)) for s in settings]
+    pool = distortion_pool()
+    if pool is None:
+        pytest.skip("one usable core: no pool to compare with")
+    with pool:
+        shared = [distort_many(pixels, s, np.random.default_rng(5), pool) for s in settings]
+    for a, b in zip(alone, shared, strict=True):
+        assert a.shape == (12, 3, 16, 16) and np.array_equal(a, b)
+    assert not np.array_equal(alone[0][0], alone[0][1]), "each image has its own noise"
