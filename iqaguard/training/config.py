@@ -42,7 +42,7 @@ class BuildConfig:
     keep: int = 3
     cache_dir: Path | None = field(default_factory=lambda: cache_dir("build"))  # None: no cache
     target_fpr: float = MAX_FPR
-    frr_confidence: float = 0.95  # P(clean false-rejection rate <= target_fpr), see calibrate_threshold
+    frr_confidence: float | None = None  # P(clean false-rejection rate <= target_fpr); None: the profile's
     precision: str = "auto"  # training precision: auto (bf16 where the CPU supports it), bf16, fp32
     threads: int | None = None  # torch CPU threads (None: torch's default, one per core)
     set_name: str | None = None  # the model set written (None: the profile's name); see iqaguard.repository.sets
@@ -53,7 +53,8 @@ class BuildConfig:
 
 
 def prepare(config: BuildConfig) -> Profile:
-    """Check `config` and its repository, set torch's thread count, and return the profile (at config.size).
+    """Check `config` and its repository, set torch's thread count, fill in the profile's false-rejection
+    confidence where `config` leaves it None, and return the profile (at config.size).
 
     Raises ValueError, FileNotFoundError or MissingWeightsError before any slow step: unknown profile,
     options that do not apply to it, a missing repository, too few images, missing weights, a teacher
@@ -62,6 +63,8 @@ def prepare(config: BuildConfig) -> Profile:
     if config.profile not in PROFILES:
         raise ValueError(f"unknown profile {config.profile!r}; choose from {sorted(PROFILES)}")
     profile = PROFILES[config.profile]
+    if config.frr_confidence is None:  # every later step reads the resolved value from the config
+        config.frr_confidence = profile.frr_confidence
     if config.threads:
         # On a busy machine one thread can beat two: OpenMP workers stall waiting for a core.
         torch.set_num_threads(config.threads)

@@ -93,6 +93,8 @@ class Profile:
     targets: Targets = field(default_factory=Targets)
     notes: tuple[str, ...] = ()  # what the report must say about this set's results
     pgd_steps: int = 10
+    # P(clean false-rejection rate ≤ targets.false_rejections) that the threshold promises (≥ 0.95).
+    frr_confidence: float = 0.95
     image_labels: Callable[[Sequence[Path]], np.ndarray | None] | None = None  # optional labels of folder images
     distill_views: int = 1  # per distillation image: the image, then random resized crops of its original
     student_lr: float = 0.05  # peak learning rate of distillation
@@ -165,6 +167,9 @@ PROFILES = {
         # Batch 256 at lr 0.1: 10% faster than 128 at 0.05, agreement 95.50% against 95.39% (trial, seed 0).
         student_batch=256,
         student_lr=0.1,
+        # At 0.95 the bound holds, but a rate measured on 4,000 other clean images still tops 5% on some re-drawn
+        # split in 32% of builds (its own sampling noise; simulated); 0.999 leaves room for it (2%).
+        frr_confidence=0.999,
         fit_pool=4000,
         fit_images=1000,
         calib_images=2000,
