@@ -160,7 +160,7 @@ def calibrate_threshold(clean_scores: np.ndarray, max_rate: float, confidence: f
               if _exceed_probability(n, k, max_rate) <= 1.0 - confidence), None)
     if k is None:
         raise ValueError(f"{n} clean calibration images cannot promise ≤ {max_rate:.1%} false rejections "
-                         f"with {confidence:.0%} confidence")
+                         f"with {confidence:.1%} confidence")
     rate_bound = float(beta.ppf(confidence, n + 1 - k, k))
     return Calibration(threshold=float(np.nextafter(np.float32(scores[k - 1]), np.float32(np.inf))),
                        calibration_images=n, max_rate=max_rate, confidence=confidence,
@@ -271,6 +271,6 @@ def fit_and_calibrate(fit: FitFeatures, held_out: HeldOutFeatures, settings: Seq
     chosen = result.calibrations[Method.DETECTOR]
     rates = ", ".join(f"{run['false_rejection_rate']:.2%}" for run in result.resplits)
     log.info(f"[build] detector threshold {chosen.threshold:.6f}: calibrated on {chosen.calibration_images} clean "
-             f"images for ≤ {target_fpr:.0%} false rejections with {confidence:.0%} confidence (expected "
-             f"{chosen.expected_rate:.2%}, {confidence:.0%} bound {chosen.rate_bound:.2%}); re-drawn splits: {rates}")
+             f"images for ≤ {target_fpr:.0%} false rejections with {confidence:.1%} confidence (expected "
+             f"{chosen.expected_rate:.2%}, {confidence:.1%} bound {chosen.rate_bound:.2%}); re-drawn splits: {rates}")
     return result

@@ -220,8 +220,8 @@ def build_targets(steps: BuildSteps, compute_report: dict[str, object]) -> list[
         {"target": f"false rejections on held-out clean ≤ {goal.false_rejections:.0%}",
          "measured": f"{det['false_rejection_rate']:.2%}", "met": det["false_rejection_rate"] <= goal.false_rejections},
         {"target": f"calibrated: ≤ {goal.false_rejections:.0%} false rejections with ≥ "
-                   f"{calibration.confidence:.0%} confidence",
-         "measured": f"expected {calibration.expected_rate:.2%}, {calibration.confidence:.0%} upper bound "
+                   f"{calibration.confidence:.1%} confidence",
+         "measured": f"expected {calibration.expected_rate:.2%}, {calibration.confidence:.1%} upper bound "
                      f"{calibration.rate_bound:.2%} ({calibration.calibration_images} calibration images)",
          "met": calibration.rate_bound <= goal.false_rejections},
         {"target": f"false rejections ≤ {goal.false_rejections:.0%} on every re-drawn calibration/evaluation split",
@@ -276,7 +276,7 @@ def build_notes(steps: BuildSteps) -> list[str]:
         "Attacks are white-box on the teacher (untargeted, against its clean answer), per RGB channel, and every "
         "perturbed image is PNG/JPEG-encoded and decoded through iqaguard.imaging, as the server would see it.",
         f"Threshold: split-conformal on {len(held_out.calib)} clean calibration images for ≤ "
-        f"{config.target_fpr:.0%} false rejections with {config.frr_confidence:.0%} confidence (an upper "
+        f"{config.target_fpr:.0%} false rejections with {config.frr_confidence:.1%} confidence (an upper "
         "confidence bound, not the average); the evaluation clean rate is measured on other images.",
         "The detector is fitted on FGSM and PGD (ART) and the five quality distortions only. CW-L2 and DeepFool "
         f"(ART; first {profile.unseen_attack_images} evaluation images) and ImageNet-C corruptions (corrupt-tta; "

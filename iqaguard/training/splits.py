@@ -102,7 +102,7 @@ def folder_roles(count: int, config: BuildConfig, profile: Profile) -> list[int]
         raise ValueError(
             f"too few images: {count} usable under {config.images}; this build needs at least {needed}: "
             f"{calib_min} clean images to calibrate ≤ {config.target_fpr:.0%} false rejections with "
-            f"{config.frr_confidence:.0%} confidence (--frr-confidence lowers that), and at least "
+            f"{config.frr_confidence:.1%} confidence (--frr-confidence lowers that), and at least "
             f"{MIN_ROLE_IMAGES} each for evaluation, detector fit and distillation")
     return roles(count)
 
