@@ -17,6 +17,7 @@ pool; every manifest names it under "samples", relative to the repository root).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ from iqaguard.training.export import export_set
 from iqaguard.training.featurize import fit_features, held_out_features
 from iqaguard.training.heldout_samples import SAMPLES_DIR, write_samples
 from iqaguard.training.methods import Method
+from iqaguard.training.perturb import distortion_pool
 from iqaguard.training.profiles import PROFILES
 from iqaguard.training.report import Timer, build_report, build_targets, build_time_target, write_report
 from iqaguard.training.results import BuildSteps
@@ -78,10 +80,12 @@ def build(config: BuildConfig) -> BuildResult:
     with timer.step("student"):
         student = build_student(config, profile, data, teacher)
     networks = (teacher.module, student.module)
-    with timer.step("perturb + features (fit)"):
-        fit = fit_features(config, profile, data, settings, pgd_steps, *networks)
-    with timer.step("perturb + features (calibration, evaluation)"):
-        held_out = held_out_features(config, profile, data, settings, pgd_steps, *networks, fit.squeezer)
+    # Distortions and corruptions are Pillow/numpy work on one core each: one pool of workers for both steps.
+    with distortion_pool() or contextlib.nullcontext() as pool:
+        with timer.step("perturb + features (fit)"):
+            fit = fit_features(config, profile, data, settings, pgd_steps, *networks, pool)
+        with timer.step("perturb + features (calibration, evaluation)"):
+            held_out = held_out_features(config, profile, data, settings, pgd_steps, *networks, fit.squeezer, pool)
     with timer.step("detector fit + calibration"):
         detectors = fit_and_calibrate(fit, held_out, settings, config.seed + 7, config.target_fpr,
                                       config.frr_confidence)

@@ -5,9 +5,9 @@ Streams one perturbation setting at a time so only features are kept, never all 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +19,7 @@ from iqaguard.iqa import brisque
 from iqaguard.training.config import BuildConfig
 from iqaguard.training.data import ImageSet, as_float, batches
 from iqaguard.training.heldout_samples import KeptPixels
-from iqaguard.training.perturb import Perturbation, attack, distort_many, distortion_pool
+from iqaguard.training.perturb import Perturbation, attack, distort_many
 from iqaguard.training.profiles import Profile
 from iqaguard.training.samples import CLEAN, Samples
 from iqaguard.training.splits import Data
@@ -88,10 +88,12 @@ def featurize_perturbed(
     pgd_steps: int,
     desc: str,
     keep: KeptPixels | None = None,
+    pool: Executor | None = None,
 ) -> tuple[Samples, np.ndarray]:
     """Rows for every (image, setting): perturb (attacks target the teacher's clean answers), featurize.
 
-    `keep`, when given, is offered every evaluated batch of perturbed pixels (for the sample images).
+    `keep`, when given, is offered every evaluated batch of perturbed pixels (for the sample images);
+    `pool` (perturb.distortion_pool) shares the distortions and corruptions among worker processes.
     """
     clean_predictions = clean.teacher_logits.argmax(1)
     generator = torch.Generator().manual_seed(seed)
@@ -101,33 +103,30 @@ def featurize_perturbed(
     all_squeeze: list[np.ndarray] = []
     total = sum(min(len(images), s.max_images or len(images)) for s in settings)
     progress = tqdm(total=total, desc=desc, unit="img", mininterval=1.0)
-    # Distortions and corruptions are Pillow/numpy work on one core each: shared among worker processes.
-    pool = distortion_pool() if any(not s.is_attack for s in settings) else None
-    with pool or contextlib.nullcontext():
-        for index, setting in enumerate(settings):
-            parts = []
-            n = min(len(images), setting.max_images or len(images))
-            for part in batches(n, featurizer.batch_size):
-                if setting.is_attack:
-                    targets = torch.from_numpy(clean_predictions[part])
-                    x = as_float(images.pixels[part])
-                    perturbed = attack(featurizer.teacher, x, targets, setting, generator, pgd_steps,
-                                       classes=clean.teacher_logits.shape[1])
-                else:
-                    perturbed = distort_many(as_float(images.pixels[part]).numpy(), setting, rng, pool)
-                pixels = np.rint(perturbed * 255.0).astype(np.uint8)
-                parts.append(featurizer(pixels))
-                if keep is not None:
-                    flipped = parts[-1]["teacher_logits"].argmax(1) != clean_predictions[part]
-                    keep.offer(index, setting.is_attack, part.start, pixels, flipped)
-                progress.update(part.stop - part.start)
-            merged = _merge(parts)
-            all_samples.append(Samples(
-                image=clean.image[:n].copy(), setting=np.full(n, index), iqa=merged["iqa"],
-                teacher_logits=merged["teacher_logits"], student_logits=merged["student_logits"],
-                flipped=merged["teacher_logits"].argmax(1) != clean_predictions[:n], eligible=clean.eligible[:n].copy(),
-            ))
-            all_squeeze.append(merged.get("squeeze", np.zeros((n, 0), np.float32)))
+    for index, setting in enumerate(settings):
+        parts = []
+        n = min(len(images), setting.max_images or len(images))
+        for part in batches(n, featurizer.batch_size):
+            if setting.is_attack:
+                targets = torch.from_numpy(clean_predictions[part])
+                x = as_float(images.pixels[part])
+                perturbed = attack(featurizer.teacher, x, targets, setting, generator, pgd_steps,
+                                   classes=clean.teacher_logits.shape[1])
+            else:
+                perturbed = distort_many(as_float(images.pixels[part]).numpy(), setting, rng, pool)
+            pixels = np.rint(perturbed * 255.0).astype(np.uint8)
+            parts.append(featurizer(pixels))
+            if keep is not None:
+                flipped = parts[-1]["teacher_logits"].argmax(1) != clean_predictions[part]
+                keep.offer(index, setting.is_attack, part.start, pixels, flipped)
+            progress.update(part.stop - part.start)
+        merged = _merge(parts)
+        all_samples.append(Samples(
+            image=clean.image[:n].copy(), setting=np.full(n, index), iqa=merged["iqa"],
+            teacher_logits=merged["teacher_logits"], student_logits=merged["student_logits"],
+            flipped=merged["teacher_logits"].argmax(1) != clean_predictions[:n], eligible=clean.eligible[:n].copy(),
+        ))
+        all_squeeze.append(merged.get("squeeze", np.zeros((n, 0), np.float32)))
     progress.close()
     return Samples.concat(all_samples), np.concatenate(all_squeeze)
 
@@ -158,7 +157,7 @@ class HeldOutFeatures:
 
 
 def fit_features(config: BuildConfig, profile: Profile, data: Data, settings: Sequence[Perturbation],
-                 pgd_steps: int, teacher: nn.Module, student: nn.Module) -> FitFeatures:
+                 pgd_steps: int, teacher: nn.Module, student: nn.Module, pool: Executor | None = None) -> FitFeatures:
     """Perturb and featurize the fit images; choose the Feature Squeezing configuration on the first few.
 
     Only the seen settings (the prefix of `settings` with `seen`) are applied: the rest stay unseen.
@@ -182,7 +181,7 @@ def fit_features(config: BuildConfig, profile: Profile, data: Data, settings: Se
             continue
         perturbed, perturbed_fs = featurize_perturbed(
             data.fit.subset(np.arange(start, stop)), clean.select(np.arange(len(clean)) < stop - start),
-            settings, featurizer, config.seed + 2 + start, pgd_steps, f"fit perturbed {start}-{stop}")
+            settings, featurizer, config.seed + 2 + start, pgd_steps, f"fit perturbed {start}-{stop}", pool=pool)
         parts.append(perturbed)
         if squeezes:
             squeezer, selection = select_squeezer(clean_fs, perturbed, perturbed_fs, len(settings))
@@ -192,7 +191,7 @@ def fit_features(config: BuildConfig, profile: Profile, data: Data, settings: Se
 
 def held_out_features(config: BuildConfig, profile: Profile, data: Data, settings: Sequence[Perturbation],
                       pgd_steps: int, teacher: nn.Module, student: nn.Module,
-                      squeezer: FeatureSqueezing) -> HeldOutFeatures:
+                      squeezer: FeatureSqueezing, pool: Executor | None = None) -> HeldOutFeatures:
     """Featurize the clean calibration images, and the evaluation images clean and perturbed."""
     eval_images = min(config.eval_images or profile.eval_images, len(data.eval))
     featurizer = Featurizer(teacher, student, squeezer.squeezes)
@@ -202,6 +201,6 @@ def held_out_features(config: BuildConfig, profile: Profile, data: Data, setting
     kept = KeptPixels.for_settings(settings)
     eval_perturbed, eval_perturbed_fs = featurize_perturbed(
         data.eval.subset(np.arange(eval_images)), eval_clean.select(np.arange(len(eval_clean)) < eval_images),
-        settings, featurizer, config.seed + 3, pgd_steps, "evaluation perturbed", kept)
+        settings, featurizer, config.seed + 3, pgd_steps, "evaluation perturbed", kept, pool)
     return HeldOutFeatures(calib, calib_fs, Samples.concat([eval_clean, eval_perturbed]),
                            np.concatenate([eval_clean_fs, eval_perturbed_fs]), eval_images, kept)
