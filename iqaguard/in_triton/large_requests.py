@@ -85,9 +85,14 @@ def slot_directory(model_name: str, server_pid: int | None = None) -> str:
     return os.path.join(tempfile.gettempdir(), f"iqaguard-{os.getuid()}", f"large-{server_pid}-{model_name}")
 
 
+def slot_directories(server_pid: int) -> list[str]:
+    """The slot folders (one per model) of the server with this PID."""
+    return glob.glob(glob.escape(slot_directory("", server_pid)) + "*")
+
+
 def remove_slot_directories(server_pid: int) -> None:
     """Delete the slot folders of the server with this PID (after it exited)."""
-    for directory in glob.glob(glob.escape(slot_directory("", server_pid)) + "*"):
+    for directory in slot_directories(server_pid):
         shutil.rmtree(directory, ignore_errors=True)
 
 

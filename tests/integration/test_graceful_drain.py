@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import signal
 import subprocess
 import threading
@@ -18,7 +17,7 @@ from test_server_lifecycle import _launch, _wait_for_line
 from tritonclient.utils import InferenceServerException
 
 from iqaguard.contract import ENSEMBLE
-from iqaguard.in_triton.large_requests import slot_directory
+from iqaguard.in_triton.large_requests import slot_directories, slot_directory
 from iqaguard.launcher.probe import server_ready
 
 pytestmark = pytest.mark.integration
@@ -80,4 +79,4 @@ def test_sigterm_lets_requests_in_flight_finish(fixture_repository: Path, tmp_pa
     assert not list(Path("/dev/shm").glob(f"{prefix}*")), "shared-memory regions left"
     gate = [arg.split("=", 1)[1] for arg in command_line if "iqaguard-gate-" in arg]
     assert len(gate) == 1 and not Path(gate[0]).exists(), "the readiness gate's repository is removed"
-    assert not glob.glob(slot_directory("", server_pid) + "*"), "the large-request slot folders are removed"
+    assert not slot_directories(server_pid), "the large-request slot folders are removed"
