@@ -27,6 +27,7 @@ from iqaguard.models.wrappers import logits_of
 
 ATTACKS = ("fgsm", "pgd", "cw", "deepfool")
 DEEPFOOL_GRADS = 10  # DeepFool follows the gradients of this many likeliest classes
+PER_IMAGE_ATTACKS = ("cw", "deepfool")  # one image per ART call beyond DEEPFOOL_GRADS classes (see attack())
 DISTORTIONS = ("noise", "blur", "jpeg", "contrast", "resample")
 # ImageNet-C corruptions (Hendrycks & Dietterich 2019) that are none of DISTORTIONS, by corrupt-tta's names.
 CORRUPTIONS = ("impulse_noise", "defocus_blur", "motion_blur", "zoom_blur", "fog", "frost", "snow",
@@ -136,12 +137,13 @@ def attack(
     np.random.seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
     method = art_attack(classifier, perturbation, pgd_steps, len(pixels))
     x, y = pixels.numpy(), targets.numpy()
-    if perturbation.kind == "deepfool" and classes > DEEPFOOL_GRADS:
-        # ART's DeepFool takes the union of every input image's 10 likeliest classes and computes each of
-        # those classes' gradients at every step, whatever its batch size: 16 ImageNet photos in one call
-        # cost up to 160 backward passes per step (a natural build spent 12 minutes on one photo). One
-        # image per call keeps it at 10, flat in the class count. With 10 classes or fewer the union is
-        # every class anyway, so a whole batch goes at once (fashion: 0.2 s -> 0.02 s per image).
+    if perturbation.kind in PER_IMAGE_ATTACKS and classes > DEEPFOOL_GRADS:
+        # Both compute class gradients per distinct label in a batch, so a batch's cost grows with its size
+        # squared. DeepFool: the union of every image's 10 likeliest classes at every step (16 ImageNet
+        # photos: up to 160 backward passes a step; a natural build spent 12 minutes on one photo).
+        # Carlini-Wagner: one backward pass per distinct label, twice a step (12 photos: 22 s each batched,
+        # 6 s each alone, same flips). One image per call keeps both flat. With 10 classes or fewer the
+        # union is every class anyway, so a whole batch goes at once (fashion DeepFool: 0.2 -> 0.02 s/image).
         adversarial = np.concatenate([method.generate(x=x[i : i + 1], y=y[i : i + 1]) for i in range(len(x))])
     else:
         adversarial = method.generate(x=x, y=y)

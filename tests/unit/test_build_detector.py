@@ -134,6 +134,25 @@ def test_fit_separates_and_explains_synthetic_signals() -> None:
     assert torch.all(detector.std > 0) and detector.mean.shape == (FEATURE_DIM,)
 
 
+def test_quality_dropout_teaches_attacks_without_an_iqa_trace_and_spares_single_group_fits() -> None:
+    rng = np.random.default_rng(1)
+    fit, test = synthetic_samples(300, rng), synthetic_samples(300, rng)
+    # Test attacks whose IQA rows look clean (minimal attacks): only the KD signal is left to see them.
+    attacked = test.setting == 0
+    test.iqa[attacked] = rng.normal(0, 1, (int(attacked.sum()), IQA_DIM)).astype(np.float32)
+    detector, _ = fit_detector(fit, attack_settings=[0], group="detector", seed=0, epochs=30, quality_dropout=0.5)
+    suspicion, _ = detector_scores(detector, test)
+    assert auroc(suspicion[test.clean], suspicion[attacked]) > 0.99
+    plain, _ = fit_detector(fit, attack_settings=[0], group="detector", seed=0, epochs=30, quality_dropout=0.0)
+    assert not torch.equal(detector.suspicion_head.weight, plain.suspicion_head.weight)
+    # An ablation with one feature group has nothing to drop: the option leaves its fit bit for bit alone.
+    for group in ("iqa_only", "kd_only"):
+        with_option, _ = fit_detector(fit, [0], group, seed=0, epochs=5, quality_dropout=0.5)
+        without, _ = fit_detector(fit, [0], group, seed=0, epochs=5, quality_dropout=0.0)
+        for name, tensor in with_option.state_dict().items():
+            assert torch.equal(tensor, without.state_dict()[name]), (group, name)
+
+
 def test_calibrated_threshold_keeps_its_promise_with_confidence() -> None:
     """Uniform clean scores: the true false-rejection rate of a threshold t is exactly 1 - t."""
     rng = np.random.default_rng(1)
