@@ -75,9 +75,9 @@ def test_feature_squeezing_score_is_zero_for_invariant_teacher() -> None:
 # ------------------------------------------------------------------------------------- perturbations
 
 
-def linear_teacher(seed: int = 0) -> TeacherModule:
+def linear_teacher(seed: int = 0, classes: int = 5) -> TeacherModule:
     torch.manual_seed(seed)
-    network = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
+    network = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, classes))
     return TeacherModule(PixelClassifier(network, (0.5,) * 3, (0.25,) * 3)).eval().requires_grad_(False)
 
 
@@ -114,6 +114,30 @@ def test_minimal_norm_attacks_flip_the_teacher(kind: str) -> None:
     flipped = teacher(torch.from_numpy(served))[0].argmax(1) != targets
     assert flipped.float().mean() >= 0.5, f"{kind} flipped {flipped.float().mean():.0%} after 8-bit rounding"
     assert not setting.seen and setting.name.startswith("cw-l2" if kind == "cw" else "deepfool")
+
+
+@pytest.mark.parametrize("kind", ["cw", "deepfool"])
+def test_minimal_norm_attacks_on_many_classes_take_one_image_per_gradient(kind: str, monkeypatch) -> None:
+    """ART's CW and DeepFool compute class gradients per distinct label of a batch (their cost grows with the
+    batch's size squared): beyond 10 classes every gradient the attack asks for must concern one image."""
+    from art.estimators.classification import PyTorchClassifier
+
+    batch_sizes: list[int] = []
+    original = PyTorchClassifier.class_gradient
+
+    def recording(self, x, *args, **kwargs):
+        batch_sizes.append(len(x))
+        return original(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(PyTorchClassifier, "class_gradient", recording)
+    teacher = linear_teacher(classes=20)
+    x = torch.randint(0, 256, (6, 3, 8, 8)).float() / 255
+    targets = teacher(x)[0].argmax(1)
+    setting = Perturbation(kind, 1.0 if kind == "cw" else 0.3, seen=False)
+    served = attack(teacher, x, targets, setting, torch.Generator().manual_seed(0))
+    assert batch_sizes and max(batch_sizes) == 1, f"class gradients over {max(batch_sizes)} images at once"
+    flipped = teacher(torch.from_numpy(served))[0].argmax(1) != targets
+    assert flipped.float().mean() >= 0.5, f"{kind} flipped {flipped.float().mean():.0%} after 8-bit rounding"
 
 
 def test_unseen_settings_follow_the_seen_ones_and_stay_out_of_the_fit() -> None:
