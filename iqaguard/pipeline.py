@@ -88,7 +88,7 @@ def build(config: BuildConfig) -> BuildResult:
             held_out = held_out_features(config, profile, data, settings, pgd_steps, *networks, fit.squeezer, pool)
     with timer.step("detector fit + calibration"):
         detectors = fit_and_calibrate(fit, held_out, settings, config.seed + 7, config.target_fpr,
-                                      config.frr_confidence)
+                                      config.frr_confidence, profile.quality_dropout)
     with timer.step("evaluation"):
         evaluation = evaluate(held_out.eval, settings, detectors.scores, detectors.thresholds, detectors.reason)
         curves = roc_groups(held_out.eval, settings, detectors.scores, evaluation)

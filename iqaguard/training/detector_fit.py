@@ -60,7 +60,7 @@ def fit_detector(
     lr: float = 3e-3,
     validation_fraction: float = 0.2,
     desc: str = "detector",
-    quality_dropout: float = 0.5,
+    quality_dropout: float = 0.0,
 ) -> tuple[Detector, dict[str, float]]:
     """Fit a Detector on the clean rows (negatives) and positive rows of `samples`.
 
@@ -73,7 +73,7 @@ def fit_detector(
     are replaced by their mean with this probability (modality dropout), so the detector cannot rest on
     IQA alone: FGSM and PGD leave noise BRISQUE sees, minimal attacks such as CW-L2 and DeepFool on
     natural photos do not (natural set, 3 detector seeds: unseen-attack AUROC 0.752 -> 0.791 at 0.5,
-    seen attacks and corruptions no worse).
+    seen attacks and corruptions no worse). Profile.quality_dropout sets it per model set.
     """
     rows = samples.clean | samples.positive
     data = samples.select(rows)
@@ -130,7 +130,7 @@ def fit_detector(
     detector.load_state_dict(best_state)
     detector.eval()
     stats = {"rows": len(data), "negatives": int(data.clean.sum()), "positives": int(data.positive.sum()),
-             "validation_loss": best, "best_epoch": best_epoch, "epochs": epochs}
+             "validation_loss": best, "best_epoch": best_epoch, "epochs": epochs, "quality_dropout": dropout}
     return detector, stats
 
 
@@ -221,10 +221,12 @@ class MlpGuard:
     """The detector MLP on one feature group: the exported detector (IQA + KD) or an ablation."""
 
     method: Method
+    quality_dropout: float = 0.0
     detector: Detector | None = None
 
     def fit(self, samples: Samples, attack_settings: list[int], seed: int) -> dict[str, object]:
-        self.detector, stats = fit_detector(samples, attack_settings, self.method, seed, desc=self.method)
+        self.detector, stats = fit_detector(samples, attack_settings, self.method, seed, desc=self.method,
+                                            quality_dropout=self.quality_dropout)
         return stats
 
     def score(self, samples: Samples, squeeze_columns: np.ndarray) -> np.ndarray:
@@ -264,11 +266,14 @@ class Detectors:
 
 
 def fit_and_calibrate(fit: FitFeatures, held_out: HeldOutFeatures, settings: Sequence[Perturbation], seed: int,
-                      target_fpr: float, confidence: float) -> Detectors:
-    """Fit every method (Guard), set each threshold by calibrate_threshold, score the evaluation samples."""
+                      target_fpr: float, confidence: float, quality_dropout: float = 0.0) -> Detectors:
+    """Fit every method (Guard), set each threshold by calibrate_threshold, score the evaluation samples.
+
+    `quality_dropout` goes to the MLP methods' fit_detector (it only acts on the one with both feature groups).
+    """
     attack_settings = [i for i, s in enumerate(settings) if s.is_attack]
     result = Detectors({}, {}, {}, {}, [], {}, None)
-    guards: list[Guard] = [MlpGuard(m) for m in FEATURE_GROUPS]
+    guards: list[Guard] = [MlpGuard(m, quality_dropout) for m in FEATURE_GROUPS]
     guards.append(SqueezingGuard(fit.squeezer, fit.selection))
     for guard in guards:
         result.fit_stats[guard.method] = guard.fit(fit.samples, attack_settings, seed)

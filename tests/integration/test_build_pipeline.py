@@ -88,6 +88,7 @@ def test_report_covers_every_setting_and_method(built) -> None:
     assert (built.report_dir / "report.md").read_text().startswith("# iqaguard build report")
     assert (built.report_dir / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     settings = report["evaluation"]["per_setting"]
+    assert report["fit"]["detector"]["quality_dropout"] == 0.0  # fashion: its IQA sees every attack
     seen = {s["kind"] for s in settings if s["seen"]}
     assert seen == {"fgsm", "pgd", "noise", "blur", "jpeg", "contrast", "resample"}
     assert {s["kind"] for s in settings if not s["seen"]} == {"cw", "deepfool", *CORRUPTIONS}

@@ -68,6 +68,9 @@ def test_small_natural_build(built) -> None:
     assert data["calibration"].startswith("8 images") and data["evaluation"].startswith("8 images")
     assert data["detector fit pool"].startswith("8 images")
     assert data["student distillation"].startswith("16 images × 6 views")
+    # Photos: the detector is fitted with IQA modality dropout; its ablations have one group, nothing to drop.
+    assert report["fit"]["detector"]["quality_dropout"] == 0.5
+    assert report["fit"]["iqa_only"]["quality_dropout"] == report["fit"]["kd_only"]["quality_dropout"] == 0.0
     # The real weights: most of the held-out photos are classified right (a random teacher gets ~0).
     teacher = report["models"]["teacher"]
     assert teacher["top1"] is not None and teacher["top1"] >= 0.5, teacher
