@@ -54,10 +54,11 @@ def evaluate_accuracy(model: nn.Module, pixels: np.ndarray, labels: np.ndarray, 
 def predict(model: nn.Module, pixels: np.ndarray, batch_size: int | None = None) -> torch.Tensor:
     """Logits [N,C] of `model` on uint8 pixels, any strides (eval mode; the first output of a tuple).
 
-    Default batch: 1000 small images, or 64 large ones (a CPU runs 224² batches of hundreds slower per image).
+    Default batch: 128 small images, or 64 large ones. Larger batches run slower per image once their
+    activations outgrow the CPU's caches (the fashion teacher, 2 cores: 6,100 images/s at 128, 3,400 at 1000).
     """
     if batch_size is None:
-        batch_size = 1000 if pixels.shape[2] * pixels.shape[3] <= 64 * 64 else 64
+        batch_size = 128 if pixels.shape[2] * pixels.shape[3] <= 64 * 64 else 64
     model.eval()
     outputs = []
     for part in batches(len(pixels), batch_size):
