@@ -40,6 +40,7 @@ from iqaguard.bench.loadgen import TABLE_HEADER, LoadResult, ensemble_call, meas
 from iqaguard.contract import ENSEMBLE, ENSEMBLE_OUTPUTS, INPUT_IMAGE
 from iqaguard.launcher.embedded import server_for
 from iqaguard.log import cli_logging
+from iqaguard.loopback import require_loopback
 from iqaguard.repository.layout import default_repository
 from iqaguard.repository.sets import set_for_ensemble
 
@@ -177,9 +178,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per phase (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=Path("reports/bench/expensive_load.json"))
     args = parser.parse_args(argv)
-    for host_port in (args.url, args.http_url):
-        if not host_port.startswith("127.0.0.1:"):
-            parser.error(f"{host_port}: this benchmark only sends traffic to 127.0.0.1")
+    require_loopback("this benchmark", args.url, args.http_url)
     if min(args.clients, args.abusers) < 1 or args.duration <= 0:
         parser.error("--clients and --abusers must be at least 1, --duration positive")
     return args

@@ -23,6 +23,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcaio
 
 from iqaguard.contract import ENSEMBLE, ENSEMBLE_OUTPUTS, INPUT_IMAGE, TEACHER
+from iqaguard.loopback import require_loopback
 from iqaguard.repository.layout import LOGITS, PIXELS, TEACHER_PROBS
 
 Call = Callable[[], Awaitable[Any]]
@@ -200,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     add_run_options(parser)
     args = parser.parse_args(argv)
+    require_loopback("the load generator", args.url)
     results = asyncio.run(run_cli(args))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

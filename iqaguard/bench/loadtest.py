@@ -24,6 +24,7 @@ from pathlib import Path
 from iqaguard.contract import ENSEMBLE
 from iqaguard.launcher.embedded import server_for
 from iqaguard.log import cli_logging
+from iqaguard.loopback import require_loopback
 from iqaguard.repository.layout import default_repository
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -79,9 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cli_logging()
-    for host_port in (args.grpc_url, args.http_url):
-        if not host_port.startswith("127.0.0.1:"):
-            raise SystemExit(f"load tests run against 127.0.0.1 only, got {host_port}")
+    require_loopback("the load test", args.grpc_url, args.http_url)
     args.out.mkdir(parents=True, exist_ok=True)
     with server_for(args.grpc_url, args.http_url, args.repository, args.out / "triton.log", not args.no_serve) as at:
         command = locust_command(args, at.grpc_url, at.http_url)

@@ -27,6 +27,7 @@ from PIL import Image
 from iqaguard.contract import MONITOR, VERDICT_ACCEPT
 from iqaguard.launcher.embedded import Endpoints, server_for
 from iqaguard.log import cli_logging
+from iqaguard.loopback import require_loopback
 from iqaguard.operations.prometheus_text import SETTLE_S, family_total, scrape
 from iqaguard.operations.rollout import find_set
 from iqaguard.redteam.oracle import ServedOracle
@@ -286,9 +287,7 @@ def write_section(report: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cli_logging()
-    for host_port in (args.grpc_url, args.http_url, args.metrics_url):
-        if not host_port.startswith("127.0.0.1:"):
-            raise SystemExit(f"the red team attacks 127.0.0.1 only, got {host_port}")
+    require_loopback("the red team", args.grpc_url, args.http_url, args.metrics_url)
     results = run(args)
     reports = args.reports or args.repository.resolve().parent / "reports" / results["set"]
     reports.mkdir(parents=True, exist_ok=True)
