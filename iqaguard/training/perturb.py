@@ -27,7 +27,10 @@ from iqaguard.models.wrappers import logits_of
 
 ATTACKS = ("fgsm", "pgd", "cw", "deepfool")
 DEEPFOOL_GRADS = 10  # DeepFool follows the gradients of this many likeliest classes
-PER_IMAGE_ATTACKS = ("cw", "deepfool")  # one image per ART call beyond DEEPFOOL_GRADS classes (see attack())
+# Attacks whose cost per batch grows with the distinct classes it touches: one image per ART call on more
+# than BATCHED_CLASSES classes (see attack()). Up to that many, a batch's class gradients are bounded.
+PER_IMAGE_ATTACKS = ("cw", "deepfool")
+BATCHED_CLASSES = DEEPFOOL_GRADS
 DISTORTIONS = ("noise", "blur", "jpeg", "contrast", "resample")
 # ImageNet-C corruptions (Hendrycks & Dietterich 2019) that are none of DISTORTIONS, by corrupt-tta's names.
 CORRUPTIONS = ("impulse_noise", "defocus_blur", "motion_blur", "zoom_blur", "fog", "frost", "snow",
@@ -137,7 +140,7 @@ def attack(
     np.random.seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
     method = art_attack(classifier, perturbation, pgd_steps, len(pixels))
     x, y = pixels.numpy(), targets.numpy()
-    if perturbation.kind in PER_IMAGE_ATTACKS and classes > DEEPFOOL_GRADS:
+    if perturbation.kind in PER_IMAGE_ATTACKS and classes > BATCHED_CLASSES:
         # Both compute class gradients per distinct label in a batch, so a batch's cost grows with its size
         # squared. DeepFool: the union of every image's 10 likeliest classes at every step (16 ImageNet
         # photos: up to 160 backward passes a step; a natural build spent 12 minutes on one photo).
