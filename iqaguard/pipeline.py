@@ -90,7 +90,8 @@ def build(config: BuildConfig) -> BuildResult:
         detectors = fit_and_calibrate(fit, held_out, settings, config.seed + 7, config.target_fpr,
                                       config.frr_confidence, profile.quality_dropout)
     with timer.step("evaluation"):
-        evaluation = evaluate(held_out.eval, settings, detectors.scores, detectors.thresholds, detectors.reason)
+        evaluation = evaluate(held_out.eval, settings, detectors.scores, detectors.thresholds, detectors.reason,
+                              seed=config.seed)
         curves = roc_groups(held_out.eval, settings, detectors.scores, evaluation)
     with timer.step("sample images"):
         samples = write_samples(report_dir / SAMPLES_DIR, data.eval.pixels, held_out.kept, settings,

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from iqaguard.training.bootstrap import REPLICATES, image_weights, mean_auroc_intervals
 from iqaguard.training.methods import Method
 from iqaguard.training.metrics import auroc, rate_at_threshold, tpr_at_fpr
 from iqaguard.training.perturb import Perturbation
@@ -32,10 +33,14 @@ def evaluate(
     scores: dict[str, np.ndarray],
     thresholds: dict[str, float],
     reason: np.ndarray | None = None,
+    replicates: int = REPLICATES,
+    seed: int = 0,
 ) -> dict[str, object]:
     """Metrics of every method (`scores[name]` aligned with `samples` rows) on the evaluation rows.
 
     `reason` (the detector's P(adversarial)) adds how often flagged positives get the right verdict.
+    Every mean AUROC comes with a 95% bootstrap interval over the evaluation images (`ci95_mean_auroc_*`,
+    `replicates` draws from `seed`).
     """
     clean = samples.clean
     per_setting: list[dict[str, object]] = []
@@ -74,11 +79,17 @@ def evaluate(
         "unseen_severe_corruptions": [e for e in unseen if e["family"] == "distortion" and e["severe"]],
         "unseen_all_corruptions": [e for e in unseen if e["family"] == "distortion"],
     }
+    weights = image_weights(samples.image, samples.image[clean], replicates, seed)
+    index_of = {setting.name: index for index, setting in enumerate(settings)}
+    masks = {group: [samples.positive & (samples.setting == index_of[e["setting"]]) for e in entries]
+             for group, entries in groups.items()}
     for name in scores:
+        intervals = mean_auroc_intervals(scores[name], clean, masks, weights)
         summary[name] = {
             "false_rejection_rate": rate_at_threshold(scores[name][clean], thresholds[name]),
             "threshold": thresholds[name],
             **{f"mean_auroc_{group}": _mean([e[name]["auroc"] for e in entries]) for group, entries in groups.items()},
+            **{f"ci95_mean_auroc_{group}": intervals[group] for group in groups},
             **{f"mean_tpr_at_5fpr_{group}": _mean([e[name]["tpr_at_5fpr"] for e in entries])
                for group, entries in groups.items()},
         }

@@ -89,6 +89,7 @@ def test_report_covers_every_setting_and_method(built) -> None:
     assert (built.report_dir / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     settings = report["evaluation"]["per_setting"]
     assert report["fit"]["detector"]["quality_dropout"] == 0.0  # fashion: its IQA sees every attack
+    assert not any("modality dropout" in note for note in report["notes"])
     seen = {s["kind"] for s in settings if s["seen"]}
     assert seen == {"fgsm", "pgd", "noise", "blur", "jpeg", "contrast", "resample"}
     assert {s["kind"] for s in settings if not s["seen"]} == {"cw", "deepfool", *CORRUPTIONS}
@@ -98,6 +99,8 @@ def test_report_covers_every_setting_and_method(built) -> None:
         assert 0.0 <= summary["false_rejection_rate"] <= 1.0
         assert all(method in s for s in settings)
         assert {"mean_auroc_unseen_attacks", "mean_auroc_unseen_all_corruptions"} <= set(summary)
+        low, high = summary["ci95_mean_auroc_attacks"]  # the bootstrap interval over evaluation images
+        assert 0.0 <= low <= high <= 1.0
     markdown = (built.report_dir / "report.md").read_text()
     assert "mean AUROC unseen attacks" in markdown and "deepfool overshoot=0.02 (unseen)" in markdown
     assert {row["method"] for row in report["compute"]["rows"]} >= {"detector (IQA + KD)", "feature squeezing"}

@@ -71,6 +71,8 @@ def test_small_natural_build(built) -> None:
     # Photos: the detector is fitted with IQA modality dropout; its ablations have one group, nothing to drop.
     assert report["fit"]["detector"]["quality_dropout"] == 0.5
     assert report["fit"]["iqa_only"]["quality_dropout"] == report["fit"]["kd_only"]["quality_dropout"] == 0.0
+    dropout_note = "The detector (IQA + KD) is fitted with IQA modality dropout 0.5"
+    assert any(note.startswith(dropout_note) for note in report["notes"])
     # The real weights: most of the held-out photos are classified right (a random teacher gets ~0).
     teacher = report["models"]["teacher"]
     assert teacher["top1"] is not None and teacher["top1"] >= 0.5, teacher
