@@ -14,17 +14,12 @@ import numpy as np
 
 from iqaguard.training.bootstrap import REPLICATES, image_weights, mean_auroc_intervals
 from iqaguard.training.methods import Method
-from iqaguard.training.metrics import auroc, rate_at_threshold, tpr_at_fpr
+from iqaguard.training.metrics import auroc, finite_mean, rate_at_threshold, tpr_at_fpr
 from iqaguard.training.perturb import Perturbation
 from iqaguard.training.samples import Samples
 
 SEVERE_FLIP_RATE = 0.2
 MAX_FPR = 0.05
-
-
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
 
 
 def evaluate(
@@ -88,9 +83,10 @@ def evaluate(
         summary[name] = {
             "false_rejection_rate": rate_at_threshold(scores[name][clean], thresholds[name]),
             "threshold": thresholds[name],
-            **{f"mean_auroc_{group}": _mean([e[name]["auroc"] for e in entries]) for group, entries in groups.items()},
+            **{f"mean_auroc_{group}": finite_mean([e[name]["auroc"] for e in entries])
+               for group, entries in groups.items()},
             **{f"ci95_mean_auroc_{group}": intervals[group] for group in groups},
-            **{f"mean_tpr_at_5fpr_{group}": _mean([e[name]["tpr_at_5fpr"] for e in entries])
+            **{f"mean_tpr_at_5fpr_{group}": finite_mean([e[name]["tpr_at_5fpr"] for e in entries])
                for group, entries in groups.items()},
         }
     summary["severe_distortion_settings"] = [e["setting"] for e in groups["severe_distortions"]]

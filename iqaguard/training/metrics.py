@@ -42,3 +42,9 @@ def rate_at_threshold(scores: np.ndarray, threshold: float) -> float:
     """Fraction of `scores` at or above `threshold` (rejections at the deployed operating point)."""
     scores = np.asarray(scores)
     return float((scores >= threshold).mean()) if len(scores) else float("nan")
+
+
+def finite_mean(values: list[float]) -> float:
+    """Mean of the finite values (a setting without positives has a NaN AUROC); NaN when there are none."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
