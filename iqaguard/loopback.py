@@ -1,4 +1,5 @@
-"""The project's traffic tools (load tests, benchmarks, the red team) send requests to 127.0.0.1 only."""
+"""127.0.0.1: the only address the embedded server binds and the traffic tools (load tests, benchmarks,
+the red team) send requests to."""
 
 LOOPBACK = "127.0.0.1"
 

@@ -27,11 +27,11 @@ from iqaguard.launcher.security import (
     restricted_api_flags,
     unguessable_key,
 )
+from iqaguard.loopback import LOOPBACK
 from iqaguard.repository.live import CONFIG_NAME as LIVE_CONFIG_NAME
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = "127.0.0.1"
 # On hosts without CUDA these avoid GPU allocations and metrics; harmless where a GPU exists.
 _CPU_FLAGS = ("--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0")
 

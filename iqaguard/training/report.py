@@ -203,7 +203,7 @@ def conditions() -> str:
 
 def _with_interval(summary: dict[str, object], group: str) -> str:
     """A mean AUROC with its 95% bootstrap interval over the evaluation images, as the targets table shows it."""
-    low, high = summary.get(f"ci95_mean_auroc_{group}", (float("nan"),) * 2)
+    low, high = summary[f"ci95_mean_auroc_{group}"]
     return f"{summary[f'mean_auroc_{group}']:.4f} (95% CI {low:.3f}–{high:.3f})"
 
 
