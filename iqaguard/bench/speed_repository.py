@@ -41,7 +41,7 @@ def write_speed_repository(
     """
     import torch
 
-    from iqaguard.models.detector import Detector
+    from iqaguard.models.detector import Detector, DetectorEnsemble, group_mask
     from iqaguard.models.networks import imagenet_labels, imagenet_student, imagenet_teacher
     from iqaguard.models.wrappers import (
         IMAGENET_MEAN,
@@ -60,7 +60,7 @@ def write_speed_repository(
     modules = {
         TEACHER: TeacherModule(PixelClassifier(teacher_network, IMAGENET_MEAN, IMAGENET_STD)),
         STUDENT: PixelClassifier(imagenet_student(), IMAGENET_MEAN, IMAGENET_STD),
-        DETECTOR: Detector(),
+        DETECTOR: DetectorEnsemble([Detector(), Detector(feature_mask=group_mask(False, True))]),
     }
     source = configs or default_repository()
     if not (source / ENSEMBLE / CONFIG_FILE).is_file():

@@ -1,9 +1,12 @@
 """The detector: IQA + teacher/student disagreement -> suspicion and a verdict, all in TorchScript.
 
-One module computes the knowledge-distillation signals from the logits, standardises the features,
+A `Detector` computes the knowledge-distillation signals from the logits, standardises the features,
 runs a small MLP with two heads (suspicion: "the teacher's answer is unreliable"; reason:
 adversarial vs low quality) and turns them into verdicts with the calibrated threshold it carries.
-The build fits it through the very same `features` method that serving runs.
+The exported detector is a `DetectorEnsemble` of two of them, one on every feature and one on the KD
+signals alone, whose suspicion logits are averaged: a single MLP fitted on the seen perturbations
+leans on IQA, which minimal attacks on photos do not disturb (see DetectorEnsemble).
+The build fits them through the very same `features` method that serving runs.
 """
 
 
@@ -29,6 +32,27 @@ KD_FEATURE_NAMES = (
 KD_DIM = len(KD_FEATURE_NAMES)
 FEATURE_DIM = IQA_DIM + KD_DIM
 Z_CLAMP = 10.0  # standardised features are clipped: out-of-range inputs cannot blow up the MLP
+
+
+def group_mask(iqa: bool, kd: bool) -> torch.Tensor:
+    """Mask [FEATURE_DIM] (1 = used) keeping the IQA features, the KD signals, or both."""
+    index = torch.arange(FEATURE_DIM)
+    return (((index < IQA_DIM) & iqa) | ((index >= IQA_DIM) & kd)).float()
+
+
+def verdicts_of(suspicion: torch.Tensor, adversarial: torch.Tensor, threshold: float) -> list[str]:
+    """Per row: "accept" below `threshold`, else "adversarial" or "low_quality" by P(adversarial) ≥ 0.5."""
+    flagged: list[float] = suspicion.detach()[:, 0].tolist()
+    reasons: list[float] = adversarial.detach()[:, 0].tolist()
+    verdicts: list[str] = []
+    for index in range(len(flagged)):
+        if flagged[index] < threshold:
+            verdicts.append("accept")
+        elif reasons[index] >= 0.5:
+            verdicts.append("adversarial")
+        else:
+            verdicts.append("low_quality")
+    return verdicts
 
 
 def kd_signals(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
@@ -57,6 +81,12 @@ def kd_signals(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> to
     return torch.cat(columns, dim=1)
 
 
+def detector_features(iqa: torch.Tensor, teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+    """Raw features [N, FEATURE_DIM]: the IQA vector then the KD signals (finite always)."""
+    raw = torch.cat([iqa.float(), kd_signals(teacher_logits.float(), student_logits.float())], dim=1)
+    return torch.nan_to_num(raw, nan=0.0, posinf=1e6, neginf=-1e6)
+
+
 class Detector(nn.Module):
     """forward(iqa [N,37], teacher_logits [N,C], student_logits [N,C]) -> (suspicion [N,1], verdicts).
 
@@ -71,7 +101,7 @@ class Detector(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.zeros(FEATURE_DIM))
         self.register_buffer("std", torch.ones(FEATURE_DIM))
-        mask = torch.ones(FEATURE_DIM) if feature_mask is None else feature_mask.float()
+        mask = group_mask(True, True) if feature_mask is None else feature_mask.float()
         self.register_buffer("feature_mask", mask)
         self.body = nn.Sequential(nn.Linear(FEATURE_DIM, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.suspicion_head = nn.Linear(hidden, 1)
@@ -82,9 +112,8 @@ class Detector(nn.Module):
     def features(
         self, iqa: torch.Tensor, teacher_logits: torch.Tensor, student_logits: torch.Tensor
     ) -> torch.Tensor:
-        """Raw features [N, FEATURE_DIM]: the IQA vector then the KD signals (finite always)."""
-        raw = torch.cat([iqa.float(), kd_signals(teacher_logits.float(), student_logits.float())], dim=1)
-        return torch.nan_to_num(raw, nan=0.0, posinf=1e6, neginf=-1e6)
+        """Raw features [N, FEATURE_DIM] (detector_features): what the build fits on and serving computes."""
+        return detector_features(iqa, teacher_logits, student_logits)
 
     def standardise(self, raw: torch.Tensor) -> torch.Tensor:
         """Standardise with the fitted statistics, clip, and apply the feature mask."""
@@ -108,14 +137,46 @@ class Detector(nn.Module):
         self, iqa: torch.Tensor, teacher_logits: torch.Tensor, student_logits: torch.Tensor
     ) -> tuple[torch.Tensor, list[str]]:
         suspicion, adversarial = self.scores(iqa, teacher_logits, student_logits)
-        flagged: list[float] = suspicion.detach()[:, 0].tolist()
-        reasons: list[float] = adversarial.detach()[:, 0].tolist()
-        verdicts: list[str] = []
-        for index in range(len(flagged)):
-            if flagged[index] < self.threshold:
-                verdicts.append("accept")
-            elif reasons[index] >= 0.5:
-                verdicts.append("adversarial")
-            else:
-                verdicts.append("low_quality")
-        return suspicion, verdicts
+        return suspicion, verdicts_of(suspicion, adversarial, self.threshold)
+
+
+class DetectorEnsemble(nn.Module):
+    """The exported detector: Detectors on different feature groups, their suspicion logits averaged.
+
+    Same call as a Detector: forward(iqa, teacher_logits, student_logits) -> (suspicion [N,1], verdicts),
+    with the threshold it carries. Suspicion is the sigmoid of the mean suspicion logit (the members'
+    odds, geometrically averaged); the reason (adversarial vs low quality) is the first member's.
+    Why: fitted on FGSM, PGD and the seen distortions, one MLP on every feature rests on IQA, which
+    minimal attacks on photos (CW-L2, DeepFool) leave untouched; a member on the KD signals alone keeps
+    the teacher/student evidence in the score. The build admits members (detector_fit.EnsembleGuard).
+    """
+
+    threshold: float
+
+    def __init__(self, members: list[Detector]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("a DetectorEnsemble needs at least one member")
+        self.members = nn.ModuleList(members)
+        self.threshold = 0.5
+
+    @torch.jit.export
+    def scores(
+        self, iqa: torch.Tensor, teacher_logits: torch.Tensor, student_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(suspicion, P(adversarial | suspicious)), both [N,1] in [0,1]."""
+        raw = detector_features(iqa, teacher_logits, student_logits)
+        total = torch.zeros(raw.shape[0], 1)
+        reason = torch.zeros(raw.shape[0], 1)
+        for index, member in enumerate(self.members):
+            suspicion, member_reason = member.heads(raw)
+            total = total + suspicion
+            if index == 0:
+                reason = member_reason
+        return torch.sigmoid(total / len(self.members)), torch.sigmoid(reason)
+
+    def forward(
+        self, iqa: torch.Tensor, teacher_logits: torch.Tensor, student_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, list[str]]:
+        suspicion, adversarial = self.scores(iqa, teacher_logits, student_logits)
+        return suspicion, verdicts_of(suspicion, adversarial, self.threshold)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -189,18 +189,35 @@ def fit_features(config: BuildConfig, profile: Profile, data: Data, settings: Se
     return FitFeatures(Samples.concat(parts), fit_images, squeezer, selection)
 
 
+def evaluation_plan(settings: Sequence[Perturbation], eval_images: int, available: int,
+                    bounded: bool) -> tuple[int, list[Perturbation]]:
+    """(how many evaluation images to perturb, the settings capped for them): the seen settings take the first
+    `eval_images`; an unseen one as many as its max_images (at most `available`), or `eval_images` if `bounded`."""
+    def cap(setting: Perturbation) -> int:
+        own = setting.max_images or eval_images
+        return min(own, eval_images) if setting.seen or bounded else own
+
+    capped = [replace(s, max_images=cap(s)) for s in settings]
+    return min(max(eval_images, *(s.max_images for s in capped)), available), capped
+
+
 def held_out_features(config: BuildConfig, profile: Profile, data: Data, settings: Sequence[Perturbation],
                       pgd_steps: int, teacher: nn.Module, student: nn.Module,
                       squeezer: FeatureSqueezing, pool: Executor | None = None) -> HeldOutFeatures:
-    """Featurize the clean calibration images, and the evaluation images clean and perturbed."""
+    """Featurize the clean calibration images, and the evaluation images clean and perturbed.
+
+    The seen settings perturb the first `eval_images`; an unseen setting may cap more (Perturbation.max_images),
+    unless --eval-images was given, which bounds them all.
+    """
     eval_images = min(config.eval_images or profile.eval_images, len(data.eval))
+    perturbed, eval_settings = evaluation_plan(settings, eval_images, len(data.eval), config.eval_images is not None)
     featurizer = Featurizer(teacher, student, squeezer.squeezes)
     offset = 10_000_000
     calib, calib_fs = featurize_clean(data.calib, featurizer, offset, "calibration clean")
     eval_clean, eval_clean_fs = featurize_clean(data.eval, featurizer, 2 * offset, "evaluation clean")
     kept = KeptPixels.for_settings(settings)
     eval_perturbed, eval_perturbed_fs = featurize_perturbed(
-        data.eval.subset(np.arange(eval_images)), eval_clean.select(np.arange(len(eval_clean)) < eval_images),
-        settings, featurizer, config.seed + 3, pgd_steps, "evaluation perturbed", kept, pool)
+        data.eval.subset(np.arange(perturbed)), eval_clean.select(np.arange(len(eval_clean)) < perturbed),
+        eval_settings, featurizer, config.seed + 3, pgd_steps, "evaluation perturbed", kept, pool)
     return HeldOutFeatures(calib, calib_fs, Samples.concat([eval_clean, eval_perturbed]),
                            np.concatenate([eval_clean_fs, eval_perturbed_fs]), eval_images, kept)

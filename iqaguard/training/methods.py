@@ -1,8 +1,9 @@
 """The guard methods a build fits, calibrates and evaluates side by side: names in one enum, one interface.
 
-The exported detector (IQA + KD features), its two ablations (IQA only, KD only) and the Feature
-Squeezing baseline all answer the same three questions: fit on the fit samples, score any samples,
-and (done alike for all, by ``calibrate_threshold``) calibrate a threshold on clean images.
+The exported detector (an ensemble of an MLP on IQA + KD features and one on KD alone), its ablations
+(that single IQA + KD MLP, IQA only, KD only) and the Feature Squeezing baseline all answer the same
+three questions: fit on the fit samples, score any samples, and (done alike for all, by
+``calibrate_threshold``) calibrate a threshold on clean images.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ class Method(StrEnum):
     """A guard method; the value is its key in report.json and the build's score tables."""
 
     DETECTOR = "detector"
+    SINGLE_MLP = "single_mlp"
     IQA_ONLY = "iqa_only"
     KD_ONLY = "kd_only"
     FEATURE_SQUEEZING = "feature_squeezing"
@@ -29,6 +31,7 @@ class Method(StrEnum):
 
 _TITLES = {
     Method.DETECTOR: "detector (IQA + KD)",
+    Method.SINGLE_MLP: "single MLP (IQA + KD)",
     Method.IQA_ONLY: "IQA only",
     Method.KD_ONLY: "KD only",
     Method.FEATURE_SQUEEZING: "Feature Squeezing",

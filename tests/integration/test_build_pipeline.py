@@ -18,6 +18,7 @@ from support.small_build import empty_repository
 
 from iqaguard.contract import BUILT_MEMBERS, DETECTOR, STUDENT, TEACHER, VERDICTS
 from iqaguard.iqa import brisque
+from iqaguard.models.detector import FEATURE_DIM, KD_DIM
 from iqaguard.models.wrappers import read_meta
 from iqaguard.operations.rollout import find_set, offline_rollout
 from iqaguard.pipeline import main
@@ -80,6 +81,12 @@ def test_exported_members_agree_with_eager(built) -> None:
     assert len(verdicts) == 5 and set(verdicts) <= set(VERDICTS)
     manifest = json.loads((built.repository / DETECTOR / "1" / "manifest.json").read_text())
     assert loaded[DETECTOR].threshold == pytest.approx(manifest["threshold"])
+    # The served detector is the ensemble: an MLP on every feature, then the KD-only one where it was good enough
+    # (this 1-epoch build's KD signals may not be), as the report says.
+    members = json.loads((built.report_dir / "report.json").read_text())["fit"]["detector"]["members"]
+    masks = [member.feature_mask for member in loaded[DETECTOR].members.children()]
+    assert members[0] == "single_mlp" and set(members) <= {"single_mlp", "kd_only"}
+    assert [int(mask.sum()) for mask in masks] == [{"single_mlp": FEATURE_DIM, "kd_only": KD_DIM}[m] for m in members]
     assert max(v for k, v in manifest["export_parity"].items() if k != "detector_verdicts_equal") < 1e-4
 
 
@@ -88,13 +95,14 @@ def test_report_covers_every_setting_and_method(built) -> None:
     assert (built.report_dir / "report.md").read_text().startswith("# iqaguard build report")
     assert (built.report_dir / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     settings = report["evaluation"]["per_setting"]
-    assert report["fit"]["detector"]["quality_dropout"] == 0.0  # fashion: its IQA sees every attack
+    assert report["fit"]["single_mlp"]["quality_dropout"] == 0.0  # fashion: its IQA sees every attack
+    assert report["fit"]["detector"]["members"][0] == "single_mlp"
     assert not any("modality dropout" in note for note in report["notes"])
     seen = {s["kind"] for s in settings if s["seen"]}
     assert seen == {"fgsm", "pgd", "noise", "blur", "jpeg", "contrast", "resample"}
     assert {s["kind"] for s in settings if not s["seen"]} == {"cw", "deepfool", *CORRUPTIONS}
     assert all(len([s for s in settings if s["kind"] == kind]) == 3 for kind in ("fgsm", "pgd", "jpeg", "fog"))
-    for method in ("detector", "iqa_only", "kd_only", "feature_squeezing"):
+    for method in ("detector", "single_mlp", "iqa_only", "kd_only", "feature_squeezing"):
         summary = report["evaluation"]["summary"][method]
         assert 0.0 <= summary["false_rejection_rate"] <= 1.0
         assert all(method in s for s in settings)

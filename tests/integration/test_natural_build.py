@@ -68,10 +68,11 @@ def test_small_natural_build(built) -> None:
     assert data["calibration"].startswith("8 images") and data["evaluation"].startswith("8 images")
     assert data["detector fit pool"].startswith("8 images")
     assert data["student distillation"].startswith("16 images × 6 views")
-    # Photos: the detector is fitted with IQA modality dropout; its ablations have one group, nothing to drop.
-    assert report["fit"]["detector"]["quality_dropout"] == 0.5
+    # Photos: the IQA + KD MLP is fitted with IQA modality dropout; single-group MLPs have nothing to drop.
+    assert report["fit"]["single_mlp"]["quality_dropout"] == 0.5
     assert report["fit"]["iqa_only"]["quality_dropout"] == report["fit"]["kd_only"]["quality_dropout"] == 0.0
-    dropout_note = "The detector (IQA + KD) is fitted with IQA modality dropout 0.5"
+    dropout_note = ("The single IQA + KD MLP (an ablation, and the detector's first member) is fitted with IQA "
+                    "modality dropout 0.5")
     assert any(note.startswith(dropout_note) for note in report["notes"])
     # The real weights: most of the held-out photos are classified right (a random teacher gets ~0).
     teacher = report["models"]["teacher"]

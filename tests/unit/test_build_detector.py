@@ -9,13 +9,21 @@ import pytest
 import torch
 
 from iqaguard.contract import IQA_DIM, VERDICTS
-from iqaguard.models.detector import FEATURE_DIM, KD_DIM, KD_FEATURE_NAMES, Detector, kd_signals
+from iqaguard.models.detector import (
+    FEATURE_DIM,
+    KD_DIM,
+    KD_FEATURE_NAMES,
+    Detector,
+    DetectorEnsemble,
+    group_mask,
+    kd_signals,
+)
 from iqaguard.training.detector_fit import calibrate_threshold, detector_scores, fit_detector, resplit_check
 from iqaguard.training.metrics import auroc
 from iqaguard.training.samples import CLEAN, Samples
 
 
-def scripted(detector: Detector) -> torch.jit.ScriptModule:
+def scripted(detector: Detector | DetectorEnsemble) -> torch.jit.ScriptModule:
     buffer = io.BytesIO()
     torch.jit.save(torch.jit.script(detector.eval()), buffer)
     buffer.seek(0)
@@ -79,6 +87,51 @@ def test_kd_signals() -> None:
     assert torch.allclose(same[:, named["teacher_entropy"]], entropy, atol=1e-6)
 
 
+def test_ensemble_averages_member_logits_and_takes_the_first_members_reason() -> None:
+    torch.manual_seed(0)
+    single, kd_only = Detector(), Detector(feature_mask=group_mask(False, True))
+    ensemble = DetectorEnsemble([single, kd_only])
+    iqa, teacher, student = torch.randn(9, IQA_DIM), torch.randn(9, 1000), torch.randn(9, 1000)
+    with torch.no_grad():
+        logits = [member.heads(member.features(iqa, teacher, student)) for member in (single, kd_only)]
+    expected = torch.sigmoid((logits[0][0] + logits[1][0]) / 2)
+    # The threshold between the 3rd and 4th lowest suspicion: exactly 3 accepted.
+    ensemble.threshold = float(expected[:, 0].sort().values[2:4].mean())
+    module = scripted(ensemble)
+    suspicion, verdicts = module(iqa, teacher, student)
+    assert torch.allclose(suspicion, expected, atol=1e-6)
+    assert torch.allclose(module.scores(iqa, teacher, student)[1], torch.sigmoid(logits[0][1]), atol=1e-6)
+    assert verdicts.count("accept") == 3 and module.threshold == ensemble.threshold
+    assert [v == "accept" for v in verdicts] == (expected[:, 0] < ensemble.threshold).tolist()
+    empty_suspicion, empty_verdicts = module(torch.zeros(0, IQA_DIM), torch.zeros(0, 10), torch.zeros(0, 10))
+    assert empty_suspicion.shape == (0, 1) and empty_verdicts == []
+    # The KD-only member ignores IQA, so IQA moves the ensemble's logit by half of what it moves the single MLP's.
+    other_iqa = torch.randn(9, IQA_DIM)
+    with torch.no_grad():
+        moved = single.heads(single.features(other_iqa, teacher, student))[0] - logits[0][0]
+        shift = torch.logit(module(other_iqa, teacher, student)[0].double()) - torch.logit(suspicion.double())
+    assert moved.abs().max() > 0.01 and torch.allclose(shift.float(), moved / 2, atol=1e-4)
+    with pytest.raises(ValueError, match="at least one member"):
+        DetectorEnsemble([])
+
+
+@pytest.mark.parametrize(("kd_auroc", "joins"), [(0.9, True), (0.65, True), (0.6, False), (float("nan"), False)])
+def test_ensemble_admits_a_second_member_only_when_it_separates_the_validation_images(kd_auroc, joins) -> None:
+    from iqaguard.training.detector_fit import MIN_MEMBER_AUROC, EnsembleGuard, MlpGuard
+    from iqaguard.training.methods import Method
+
+    assert MIN_MEMBER_AUROC == 0.65
+    single = MlpGuard(Method.SINGLE_MLP, detector=Detector(), stats={"validation_auroc": 0.5})  # first: always in
+    kd_only = MlpGuard(Method.KD_ONLY, detector=Detector(feature_mask=group_mask(False, True)),
+                       stats={"validation_auroc": kd_auroc})
+    guard = EnsembleGuard([single, kd_only])
+    stats = guard.fit(None, [], seed=0)  # its members are fitted already; it reads no samples
+    assert stats["members"] == (["single_mlp", "kd_only"] if joins else ["single_mlp"])
+    members = list(guard.detector.members)
+    assert len(members) == (2 if joins else 1) and members[0] is not single.detector  # copies, not the ablations
+    assert torch.equal(members[0].body[0].weight, single.detector.body[0].weight)
+
+
 def test_features_are_finite_for_hostile_inputs() -> None:
     detector = Detector()
     iqa = torch.full((2, IQA_DIM), float("nan"))
@@ -123,7 +176,7 @@ def synthetic_samples(n: int, rng: np.random.Generator) -> Samples:
 def test_fit_separates_and_explains_synthetic_signals() -> None:
     rng = np.random.default_rng(0)
     fit, test = synthetic_samples(300, rng), synthetic_samples(300, rng)
-    detector, stats = fit_detector(fit, attack_settings=[0], group="detector", seed=0, epochs=30)
+    detector, stats = fit_detector(fit, attack_settings=[0], group="single_mlp", seed=0, epochs=30)
     assert stats["negatives"] == 300 and stats["positives"] == 600
     suspicion, reason = detector_scores(detector, test)
     clean = test.setting == CLEAN
@@ -140,10 +193,10 @@ def test_quality_dropout_teaches_attacks_without_an_iqa_trace_and_spares_single_
     # Test attacks whose IQA rows look clean (minimal attacks): only the KD signal is left to see them.
     attacked = test.setting == 0
     test.iqa[attacked] = rng.normal(0, 1, (int(attacked.sum()), IQA_DIM)).astype(np.float32)
-    detector, _ = fit_detector(fit, attack_settings=[0], group="detector", seed=0, epochs=30, quality_dropout=0.5)
+    detector, _ = fit_detector(fit, attack_settings=[0], group="single_mlp", seed=0, epochs=30, quality_dropout=0.5)
     suspicion, _ = detector_scores(detector, test)
     assert auroc(suspicion[test.clean], suspicion[attacked]) > 0.99
-    plain, _ = fit_detector(fit, attack_settings=[0], group="detector", seed=0, epochs=30, quality_dropout=0.0)
+    plain, _ = fit_detector(fit, attack_settings=[0], group="single_mlp", seed=0, epochs=30, quality_dropout=0.0)
     assert not torch.equal(detector.suspicion_head.weight, plain.suspicion_head.weight)
     # An ablation with one feature group has nothing to drop: the option leaves its fit bit for bit alone.
     for group in ("iqa_only", "kd_only"):

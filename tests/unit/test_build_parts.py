@@ -151,6 +151,25 @@ def test_unseen_settings_follow_the_seen_ones_and_stay_out_of_the_fit() -> None:
     assert all(s.max_images for s in unseen)
 
 
+def test_evaluation_plan_caps_seen_settings_and_lets_unseen_attacks_cover_more_photos() -> None:
+    from iqaguard.training.featurize import evaluation_plan
+    from iqaguard.training.profiles import PROFILES
+
+    settings = PROFILES["natural"].perturbations()  # 40 photos per seen setting, CW and DeepFool on 80
+    count, capped = evaluation_plan(settings, eval_images=40, available=120, bounded=False)
+    assert count == 80 and [s.name for s in capped] == [s.name for s in settings]
+    assert {s.max_images for s in capped if s.seen} == {40}
+    assert {s.max_images for s in capped if s.kind in ("cw", "deepfool")} == {80}
+    assert {s.max_images for s in capped if s.is_corruption} == {40}
+    assert evaluation_plan(settings, eval_images=40, available=50, bounded=False)[0] == 50  # a small folder
+    # --eval-images bounds every setting (small test builds stay small); a smaller cap of its own is kept.
+    count, capped = evaluation_plan(settings, eval_images=8, available=120, bounded=True)
+    assert count == 8 and {s.max_images for s in capped} == {8}
+    fashion = PROFILES["fashion"].perturbations()
+    count, capped = evaluation_plan(fashion, eval_images=500, available=4000, bounded=True)
+    assert count == 500 and {s.max_images for s in capped if s.is_corruption} == {250}
+
+
 @pytest.mark.parametrize("name", CORRUPTIONS)
 def test_corruptions_change_the_image_and_differ_by_severity(name: str) -> None:
     """Not necessarily monotonic in pixel error: ImageNet-C's elastic transform is not."""
