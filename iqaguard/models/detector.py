@@ -166,8 +166,8 @@ class DetectorEnsemble(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(suspicion, P(adversarial | suspicious)), both [N,1] in [0,1]."""
         raw = detector_features(iqa, teacher_logits, student_logits)
-        total = torch.zeros(raw.shape[0], 1)
-        reason = torch.zeros(raw.shape[0], 1)
+        total = torch.zeros_like(raw[:, :1])  # on the input's device: the ensemble may be served on a GPU
+        reason = torch.zeros_like(raw[:, :1])
         for index, member in enumerate(self.members):
             suspicion, member_reason = member.heads(raw)
             total = total + suspicion
