@@ -88,7 +88,8 @@ def build(config: BuildConfig) -> BuildResult:
             held_out = held_out_features(config, profile, data, settings, pgd_steps, *networks, fit.squeezer, pool)
     with timer.step("detector fit + calibration"):
         detectors = fit_and_calibrate(fit, held_out, settings, config.seed + 7, config.target_fpr,
-                                      config.frr_confidence, profile.quality_dropout)
+                                      config.frr_confidence, profile.quality_dropout,
+                                      profile.detector_members)
     with timer.step("evaluation"):
         evaluation = evaluate(held_out.eval, settings, detectors.scores, detectors.thresholds, detectors.reason,
                               seed=config.seed)

@@ -24,13 +24,13 @@ from iqaguard.training.squeeze import FeatureSqueezing
 
 log = logging.getLogger(__name__)
 
-# The MLP methods and their feature groups; the exported detector (Method.DETECTOR) averages the first and last.
+# The MLP methods and their feature groups; the exported detector (Method.DETECTOR) averages those its profile
+# names (Profile.detector_members).
 FEATURE_GROUPS = {
     Method.SINGLE_MLP: group_mask(True, True).bool().numpy(),
     Method.IQA_ONLY: group_mask(True, False).bool().numpy(),
     Method.KD_ONLY: group_mask(False, True).bool().numpy(),
 }
-ENSEMBLE_MEMBERS = (Method.SINGLE_MLP, Method.KD_ONLY)
 # A member after the first joins the exported detector only if it separates the fit's validation images (clean
 # vs perturbed-and-wrong, seen perturbations) at least this well: a weak student's KD signals would otherwise
 # pull a good first member down (a 1-epoch test build: its KD-only MLP scored 0.04 on attacks; averaged in, it
@@ -250,7 +250,7 @@ class MlpGuard:
 
 @dataclass
 class EnsembleGuard:
-    """The exported detector: a DetectorEnsemble of already fitted MLP guards (ENSEMBLE_MEMBERS).
+    """The exported detector: a DetectorEnsemble of already fitted MLP guards (Profile.detector_members).
 
     The first part always joins; each other one when its validation AUROC reaches MIN_MEMBER_AUROC.
     """
@@ -309,16 +309,21 @@ class Detectors:
 
 
 def fit_and_calibrate(fit: FitFeatures, held_out: HeldOutFeatures, settings: Sequence[Perturbation], seed: int,
-                      target_fpr: float, confidence: float, quality_dropout: float = 0.0) -> Detectors:
+                      target_fpr: float, confidence: float, quality_dropout: float = 0.0,
+                      detector_members: Sequence[Method] = (Method.SINGLE_MLP,)) -> Detectors:
     """Fit every method (Guard), set each threshold by calibrate_threshold, score the evaluation samples.
 
     `quality_dropout` goes to the MLP methods' fit_detector (it only acts on the one with both feature groups).
-    The exported detector is fitted last, from its fitted members.
+    The exported detector averages the fitted MLPs `detector_members` names (EnsembleGuard admits them).
     """
+    unknown = [m for m in detector_members if m not in FEATURE_GROUPS]
+    if not detector_members or unknown:
+        raise ValueError(f"detector members must be MLP methods {[m.value for m in FEATURE_GROUPS]}, "
+                         f"got {[str(m) for m in detector_members]}")
     attack_settings = [i for i, s in enumerate(settings) if s.is_attack]
     result = Detectors({}, {}, {}, {}, [], {}, None)
     mlps = {method: MlpGuard(method, quality_dropout) for method in FEATURE_GROUPS}
-    guards: list[Guard] = [*mlps.values(), EnsembleGuard([mlps[method] for method in ENSEMBLE_MEMBERS]),
+    guards: list[Guard] = [*mlps.values(), EnsembleGuard([mlps[method] for method in detector_members]),
                            SqueezingGuard(fit.squeezer, fit.selection)]
     for guard in guards:
         result.fit_stats[guard.method] = guard.fit(fit.samples, attack_settings, seed)

@@ -1,6 +1,6 @@
 """The guard methods a build fits, calibrates and evaluates side by side: names in one enum, one interface.
 
-The exported detector (an ensemble of an MLP on IQA + KD features and one on KD alone), its ablations
+The exported detector (an MLP on IQA + KD features; on photo sets the mean of it and one on KD alone), its ablations
 (that single IQA + KD MLP, IQA only, KD only) and the Feature Squeezing baseline all answer the same
 three questions: fit on the fit samples, score any samples, and (done alike for all, by
 ``calibrate_threshold``) calibrate a threshold on clean images.

@@ -18,7 +18,7 @@ from support.small_build import empty_repository
 
 from iqaguard.contract import BUILT_MEMBERS, DETECTOR, STUDENT, TEACHER, VERDICTS
 from iqaguard.iqa import brisque
-from iqaguard.models.detector import FEATURE_DIM, KD_DIM
+from iqaguard.models.detector import FEATURE_DIM
 from iqaguard.models.wrappers import read_meta
 from iqaguard.operations.rollout import find_set, offline_rollout
 from iqaguard.pipeline import main
@@ -81,12 +81,10 @@ def test_exported_members_agree_with_eager(built) -> None:
     assert len(verdicts) == 5 and set(verdicts) <= set(VERDICTS)
     manifest = json.loads((built.repository / DETECTOR / "1" / "manifest.json").read_text())
     assert loaded[DETECTOR].threshold == pytest.approx(manifest["threshold"])
-    # The served detector is the ensemble: an MLP on every feature, then the KD-only one where it was good enough
-    # (this 1-epoch build's KD signals may not be), as the report says.
+    # Fashion's served detector is the one MLP on every feature (Profile.detector_members), as the report says.
     members = json.loads((built.report_dir / "report.json").read_text())["fit"]["detector"]["members"]
     masks = [member.feature_mask for member in loaded[DETECTOR].members.children()]
-    assert members[0] == "single_mlp" and set(members) <= {"single_mlp", "kd_only"}
-    assert [int(mask.sum()) for mask in masks] == [{"single_mlp": FEATURE_DIM, "kd_only": KD_DIM}[m] for m in members]
+    assert members == ["single_mlp"] and [int(mask.sum()) for mask in masks] == [FEATURE_DIM]
     assert max(v for k, v in manifest["export_parity"].items() if k != "detector_verdicts_equal") < 1e-4
 
 
@@ -96,8 +94,11 @@ def test_report_covers_every_setting_and_method(built) -> None:
     assert (built.report_dir / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     settings = report["evaluation"]["per_setting"]
     assert report["fit"]["single_mlp"]["quality_dropout"] == 0.0  # fashion: its IQA sees every attack
-    assert report["fit"]["detector"]["members"][0] == "single_mlp"
+    assert report["fit"]["detector"]["members"] == ["single_mlp"]
     assert not any("modality dropout" in note for note in report["notes"])
+    assert any(note.startswith("The detector is one MLP on IQA + KD features") for note in report["notes"])
+    summaries = report["evaluation"]["summary"]  # one MLP: the detector and its single-MLP ablation score alike
+    assert summaries["detector"]["mean_auroc_attacks"] == pytest.approx(summaries["single_mlp"]["mean_auroc_attacks"])
     seen = {s["kind"] for s in settings if s["seen"]}
     assert seen == {"fgsm", "pgd", "noise", "blur", "jpeg", "contrast", "resample"}
     assert {s["kind"] for s in settings if not s["seen"]} == {"cw", "deepfool", *CORRUPTIONS}

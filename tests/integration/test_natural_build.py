@@ -74,6 +74,10 @@ def test_small_natural_build(built) -> None:
     dropout_note = ("The single IQA + KD MLP (an ablation, and the detector's first member) is fitted with IQA "
                     "modality dropout 0.5")
     assert any(note.startswith(dropout_note) for note in report["notes"])
+    # Photos: the detector is offered the KD-only MLP too; it joins where its validation AUROC is high enough.
+    ensemble = report["fit"]["detector"]
+    assert set(ensemble["validation_auroc"]) == {"kd_only"} and ensemble["members"][0] == "single_mlp"
+    assert set(ensemble["members"]) <= {"single_mlp", "kd_only"}
     # The real weights: most of the held-out photos are classified right (a random teacher gets ~0).
     teacher = report["models"]["teacher"]
     assert teacher["top1"] is not None and teacher["top1"] >= 0.5, teacher

@@ -132,6 +132,19 @@ def test_ensemble_admits_a_second_member_only_when_it_separates_the_validation_i
     assert torch.equal(members[0].body[0].weight, single.detector.body[0].weight)
 
 
+def test_profiles_name_the_detector_members_and_the_fit_refuses_others() -> None:
+    from iqaguard.training.detector_fit import fit_and_calibrate
+    from iqaguard.training.methods import Method
+    from iqaguard.training.profiles import PROFILES
+
+    assert PROFILES["fashion"].detector_members == (Method.SINGLE_MLP,)
+    for name in ("natural", "custom", "imagenet"):
+        assert PROFILES[name].detector_members == (Method.SINGLE_MLP, Method.KD_ONLY)
+    for members in ((), (Method.SINGLE_MLP, Method.FEATURE_SQUEEZING), (Method.DETECTOR,)):
+        with pytest.raises(ValueError, match="detector members must be MLP methods"):
+            fit_and_calibrate(None, None, [], 0, 0.05, 0.95, detector_members=members)
+
+
 def test_features_are_finite_for_hostile_inputs() -> None:
     detector = Detector()
     iqa = torch.full((2, IQA_DIM), float("nan"))
