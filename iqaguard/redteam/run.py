@@ -16,7 +16,8 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,6 +36,7 @@ from iqaguard.redteam.square import attack_loss, evasion_rates, square_attack
 from iqaguard.redteam.whitebox import GuardMembers, guard_pgd
 from iqaguard.repository.layout import default_repository
 from iqaguard.repository.live import live_version
+from iqaguard.repository.manifest import read_manifest
 from iqaguard.repository.sets import ModelSet, set_ensemble
 from iqaguard.training.config import BuildConfig
 from iqaguard.training.profiles import PROFILES
@@ -55,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eps", default="2,4,8,16", help="L∞ budgets in 8-bit levels (/255), comma-separated")
     parser.add_argument("--budgets", default="100,400,1000", help="query budgets reported (the largest is run)")
     parser.add_argument("--whitebox-steps", type=int, default=50, help="PGD steps of the white-box attack (0: skip)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the attacks' seed (images: the build's split)")
     parser.add_argument("--repository", type=Path, default=default_repository())
     parser.add_argument("--reports", type=Path, help="default: reports/<set> beside the repository")
     parser.add_argument("--grpc-url", default="127.0.0.1:8001")
@@ -65,10 +67,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def held_out_images(profile: str, images: Path | None, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+# The build options that decide a build's splits (read back from its manifest, so the red team attacks the very
+# images that build held out, whatever --calib-images, --frr-confidence or --size it was given).
+SPLIT_OPTIONS = ("seed", "subset", "test_images", "calib_images", "eval_clean", "fit_pool", "target_fpr",
+                 "frr_confidence", "size")
+
+
+def build_options(repository: Path, model_set: ModelSet) -> dict[str, object]:
+    """The split-deciding options of the live version's build, from its detector manifest's `config`."""
+    version = live_version(repository, model_set)
+    manifest = read_manifest(Path(repository) / model_set.members[-1] / str(version))
+    recorded = manifest.get("config") or {}
+    return {name: recorded[name] for name in SPLIT_OPTIONS if recorded.get(name) is not None}
+
+
+def held_out_images(profile_name: str, images: Path | None,
+                    options: Mapping[str, object]) -> tuple[np.ndarray, np.ndarray | None]:
     """The build's clean evaluation images as uint8 [N,H,W,3], with their labels where the set has them."""
-    config = BuildConfig(profile=profile, images=images, seed=seed, cache_dir=None)
-    data = load_data(config, PROFILES[profile])
+    config = BuildConfig(profile=profile_name, images=images, cache_dir=None, **options)
+    profile = PROFILES[profile_name]
+    if config.frr_confidence is None:  # resolved as the build resolves it (training.config.prepare)
+        config.frr_confidence = profile.frr_confidence
+    if config.size is not None:
+        profile = replace(profile, size=(config.size, config.size))
+    data = load_data(config, profile)
     return np.ascontiguousarray(data.eval.pixels.transpose(0, 2, 3, 1)), data.eval.labels
 
 
@@ -127,7 +149,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     ensemble = args.ensemble or set_ensemble(set_name)
     eps_levels = [int(e) for e in args.eps.split(",")]
     budgets = sorted(int(b) for b in args.budgets.split(","))
-    images, labels = held_out_images(args.profile, args.images, args.seed)
+    options = build_options(args.repository, find_set(args.repository, set_name))
+    images, labels = held_out_images(args.profile, args.images, options)
     results: dict[str, object] = {"set": set_name, "ensemble": ensemble, "attacker": "black-box, Square-attack "
                                   "random search on PROBS, SUSPICION and VERDICT", "budgets": budgets}  # fmt: skip
     # Each attack gets its own images: the server's probe memory would otherwise see one attack's queries

@@ -120,3 +120,23 @@ def test_white_box_pgd_stays_in_budget_and_its_evasions_are_real() -> None:
         with torch.no_grad():
             logits, _, verdicts = members.answer(adversarial, torch.from_numpy(brisque(adversarial.numpy())))
         assert outcome.evaded == (int(logits.argmax()) != label and verdicts[0] == "accept")
+
+
+def test_held_out_images_follow_the_builds_recorded_split_options(tmp_path: Path) -> None:
+    """A folder set's split depends on the build's calibration options; the red team reads them from the
+    manifest (a `make redteam PROFILE=natural` once crashed for want of the resolved --frr-confidence)."""
+    from PIL import Image
+
+    from iqaguard.redteam.run import held_out_images
+
+    rng = np.random.default_rng(0)
+    for index in range(130):
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(tmp_path / f"photo_{index:03d}.png")
+    default, labels = held_out_images("natural", tmp_path, {})  # nothing recorded: the profile's own confidence
+    assert default.shape == (26, 224, 224, 3) and default.dtype == np.uint8 and labels is None
+    recorded = {"size": 32, "eval_clean": 20, "frr_confidence": 0.9, "seed": 3}
+    images, _ = held_out_images("custom", tmp_path, recorded)
+    assert images.shape == (20, 32, 32, 3)
+    again, _ = held_out_images("custom", tmp_path, recorded)
+    other, _ = held_out_images("custom", tmp_path, {**recorded, "seed": 4})
+    assert np.array_equal(images, again) and not np.array_equal(images, other)
