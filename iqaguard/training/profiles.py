@@ -119,7 +119,7 @@ class Profile:
     # The MLPs the exported detector averages (detector_fit.EnsembleGuard; the first always joins, the others at
     # a validation AUROC of MIN_MEMBER_AUROC). Photo sets add the KD-only MLP (PHOTO_DETECTOR_MEMBERS). Fashion
     # keeps one: there the KD-only member moved unseen attacks by +0.009 (within the interval) while white-box PGD
-    # through the members evaded 24% instead of 8% at 8/255 and 38% instead of 19% at 16/255 (make redteam).
+    # through the members evaded 24% instead of 10% at 8/255 and 38% instead of 14% at 16/255 (make redteam).
     detector_members: tuple[Method, ...] = (Method.SINGLE_MLP,)
 
     def perturbations(self) -> list[Perturbation]:
