@@ -13,7 +13,6 @@ one the server was started with.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,8 +28,9 @@ from iqaguard.operations.rollout import (
     unload_set,
 )
 from iqaguard.operations.triton_admin import AdminError, TritonAdmin
-from iqaguard.repository.layout import MANIFEST_FILE, default_repository
+from iqaguard.repository.layout import default_repository
 from iqaguard.repository.live import LiveStateError, built_versions
+from iqaguard.repository.manifest import read_manifest
 from iqaguard.repository.sets import ModelSet, model_sets
 
 DEFAULT_URL = "127.0.0.1:8000"
@@ -38,9 +38,8 @@ DEFAULT_URL = "127.0.0.1:8000"
 
 def headline(repository: Path, model_set: ModelSet, version: int) -> str:
     """The build report's headline for one version, from its detector manifest."""
-    path = repository / model_set.members[-1] / str(version) / MANIFEST_FILE
     try:
-        manifest = json.loads(path.read_text())
+        manifest = read_manifest(repository / model_set.members[-1] / str(version))
     except (OSError, ValueError):
         return "(no manifest)"
     metrics = manifest.get("metrics", {})

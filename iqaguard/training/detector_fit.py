@@ -265,7 +265,7 @@ class EnsembleGuard:
         joined = [first, *(part for part in others if scores[part.method.value] >= MIN_MEMBER_AUROC)]  # NaN: no
         # Copies: the parts' own thresholds (set when each is calibrated as an ablation) stay out of the export.
         self.detector = DetectorEnsemble([copy.deepcopy(part.detector) for part in joined]).eval()
-        left_out = {name: score for name, score in scores.items() if name not in {p.method.value for p in joined}}
+        left_out = {name: score for name, score in scores.items() if not score >= MIN_MEMBER_AUROC}
         if left_out:
             log.warning(f"[build] detector: left out of the ensemble (validation AUROC below {MIN_MEMBER_AUROC}): "
                         + ", ".join(f"{name} {score:.3f}" for name, score in left_out.items()))

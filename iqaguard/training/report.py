@@ -308,9 +308,7 @@ def build_notes(steps: BuildSteps) -> list[str]:
 def detector_note(profile: Profile, ensemble: Mapping[str, object]) -> str:
     """What the exported detector is: one MLP, or the mean of the MLPs the profile names and the build admitted."""
     if len(profile.detector_members) == 1:
-        return ("The detector is one MLP on IQA + KD features (the 'single MLP' row is the same model). Photo sets "
-                "also average in a KD-only MLP; on this set that gained nothing beyond noise on unseen attacks and "
-                "let white-box PGD through the members evade more often (docs/threat-model.md).")
+        return "The detector is one MLP on IQA + KD features (the 'single MLP' row is the same model)."
     return ("The detector averages the suspicion logits of its MLPs: the one on IQA + KD features (the 'single MLP' "
             f"ablation), and the others ({', '.join(m.value for m in profile.detector_members[1:])}) where they "
             f"separate the fit's validation images at AUROC ≥ {ensemble['min_member_auroc']} (this build: "
